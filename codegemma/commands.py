@@ -1,0 +1,5 @@
+"""Core subcommands: init, generate, complete, chat."""
+
+
+def register(subparsers) -> None:
+    pass
