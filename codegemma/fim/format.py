@@ -1,0 +1,156 @@
+"""The one owner of CodeGemma's prompt formats: FIM (PSM and SPM), multi-file context, chat.
+
+Training data (codegemma.data) and inference (engine, server, CLI, eval) both render through
+these functions, so the layout the model learns is the layout it is prompted with.
+
+PSM, exactly as the report gives it (no whitespace added around the sentinels):
+    [path\\n]<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>{middle}
+SPM (our documented choice; no source gives CodeGemma's): the "SPM" variant of Bavarian et al.
+2022 (appendix D), also used by StarCoder, written with CodeGemma's sentinels:
+    [path\\n]<|fim_prefix|><|fim_suffix|>{suffix}<|fim_middle|>{prefix}{middle}
+In SPM the prefix sits right before the middle, so the model continues the text before the cursor.
+Multi-file context: other files as `path\\n{text}`, joined and closed by <|file_separator|>, ahead
+of the current file.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+from codegemma.tokenizer.special import SPECIAL_TOKENS
+
+FIM_PREFIX = SPECIAL_TOKENS["fim_prefix"].text
+FIM_MIDDLE = SPECIAL_TOKENS["fim_middle"].text
+FIM_SUFFIX = SPECIAL_TOKENS["fim_suffix"].text
+FILE_SEPARATOR = SPECIAL_TOKENS["file_separator"].text
+BOS = SPECIAL_TOKENS["bos"].text
+EOS = SPECIAL_TOKENS["eos"].text
+START_OF_TURN = SPECIAL_TOKENS["start_of_turn"].text
+END_OF_TURN = SPECIAL_TOKENS["end_of_turn"].text
+
+MODES = ("psm", "spm")
+STOP_NAMES = ("fim_prefix", "fim_middle", "fim_suffix", "file_separator", "eos", "end_of_turn")
+# Generation output is cut at the first of these.
+STOP_TEXTS = tuple(SPECIAL_TOKENS[n].text for n in STOP_NAMES)
+SENTINEL_TEXTS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR)
+
+
+def render_file(path: str, text: str) -> str:
+    """A file as the model sees it in a multi-file sequence: its path line, then its text."""
+    return f"{path}\n{text}"
+
+
+def join_files(chunks: Iterable[str]) -> str:
+    return FILE_SEPARATOR.join(chunks)
+
+
+def render_context(context: Sequence[tuple[str, str]]) -> str:
+    """Other files ahead of the current one: `path\\n{text}<|file_separator|>` each."""
+    return "".join(render_file(p, t) + FILE_SEPARATOR for p, t in context)
+
+
+def render_fim(prefix: str, suffix: str, mode: str = "psm", path: str | None = None,
+               context: Sequence[tuple[str, str]] = (), middle: str = "") -> str:
+    """A FIM prompt (or, with `middle`, a training example) for the current file."""
+    head = render_context(context) + (f"{path}\n" if path else "")
+    if mode == "psm":
+        return f"{head}{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{middle}"
+    if mode == "spm":
+        return f"{head}{FIM_PREFIX}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{prefix}{middle}"
+    raise ValueError(f"unknown FIM mode {mode!r}; use 'psm' or 'spm'")
+
+
+def parse_fim(text: str) -> dict:
+    """Inverse of render_fim for one file: returns path, prefix, suffix, middle, mode, context.
+
+    `text` is what render_fim produced (optionally followed by nothing else). Raises ValueError if
+    the sentinels are not in a FIM order.
+    """
+    chunks = text.split(FILE_SEPARATOR)
+    context = []
+    for chunk in chunks[:-1]:
+        p, _, t = chunk.partition("\n")
+        context.append((p, t))
+    current = chunks[-1]
+    i = current.find(FIM_PREFIX)
+    if i < 0:
+        raise ValueError("not a FIM prompt: no <|fim_prefix|>")
+    head, body = current[:i], current[i + len(FIM_PREFIX):]
+    path = head[:-1] if head.endswith("\n") else (head or None)
+    if body.startswith(FIM_SUFFIX):  # SPM
+        suffix, sep, rest = body[len(FIM_SUFFIX):].partition(FIM_MIDDLE)
+        if not sep:
+            raise ValueError("not a FIM prompt: SPM without <|fim_middle|>")
+        return {"mode": "spm", "path": path, "context": context, "suffix": suffix, "prefix_and_middle": rest}
+    prefix, sep, rest = body.partition(FIM_SUFFIX)
+    suffix, sep2, middle = rest.partition(FIM_MIDDLE)
+    if not (sep and sep2):
+        raise ValueError("not a FIM prompt: PSM needs <|fim_suffix|> then <|fim_middle|>")
+    return {"mode": "psm", "path": path, "context": context, "prefix": prefix, "suffix": suffix, "middle": middle}
+
+
+# ---- chat (the Gemma / CodeGemma-7B-IT template) --------------------------------------------------
+def _turns(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
+    turns = []
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        if role == "system":
+            raise ValueError("Gemma has no system role: put the instructions in the first user message")
+        if role not in ("user", "assistant", "model"):
+            raise ValueError(f"message {i}: unknown role {role!r}; use 'user' or 'assistant'")
+        if not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be a string")
+        role = "model" if role in ("assistant", "model") else "user"
+        if (role == "user") != (i % 2 == 0):
+            raise ValueError("conversation roles must alternate user/assistant/user/..., starting with user")
+        turns.append((role, content.strip()))
+    return turns
+
+
+def render_chat_segments(messages: Sequence[Mapping[str, str]],
+                         add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
+    """The chat as (text, is_model_reply) pieces; their concatenation is render_chat(...).
+
+    A model reply is its content plus <end_of_turn> (so a tuned model learns to stop); the turn
+    headers and user turns are prompt.
+    """
+    segments: list[tuple[str, bool]] = []
+    prompt = BOS
+    for role, content in _turns(messages):
+        if role == "user":
+            prompt += f"{START_OF_TURN}user\n{content}{END_OF_TURN}\n"
+        else:
+            segments.append((prompt + f"{START_OF_TURN}model\n", False))
+            segments.append((content + END_OF_TURN, True))
+            prompt = "\n"
+    if add_generation_prompt:
+        prompt += f"{START_OF_TURN}model\n"
+    if prompt:
+        segments.append((prompt, False))
+    return segments
+
+
+def render_chat(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+    """`<bos><start_of_turn>user\\n{msg}<end_of_turn>\\n<start_of_turn>model\\n` and so on."""
+    return "".join(t for t, _ in render_chat_segments(messages, add_generation_prompt))
+
+
+# ---- stopping -----------------------------------------------------------------------------------
+def cut_at_stop(text: str, extra_stops: Iterable[str] = ()) -> tuple[str, str | None]:
+    """Cut `text` at the earliest stop text (the six CodeGemma stops plus `extra_stops`).
+
+    Returns (text before the stop, the stop that matched or None).
+    """
+    best, found = len(text), None
+    for stop in (*STOP_TEXTS, *extra_stops):
+        if not stop:
+            continue
+        i = text.find(stop)
+        if 0 <= i < best or (i == best and found is not None and len(stop) > len(found)):
+            best, found = i, stop
+    return text[:best], found
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Ids of the stop tokens this tokenizer has (FIM sentinels, file separator, eos, end_of_turn)."""
+    return [tokenizer.token_id(n) for n in STOP_NAMES if tokenizer.has(n)]

@@ -1,0 +1,45 @@
+"""A preallocated key/value cache: the engine owns it, the model only writes into it."""
+
+from __future__ import annotations
+
+import torch
+
+from codegemma.model.config import GemmaConfig
+
+
+class KVCache:
+    """Keys and values for `num_slots` sequences of up to `max_len` tokens.
+
+    k, v: [layers, slots, kv_heads, max_len, head_dim]. Position p of a sequence lives at index p,
+    so a slot's cached prefix can be reused by any request whose prompt starts with the same tokens.
+    """
+
+    def __init__(self, config: GemmaConfig, num_slots: int, max_len: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        shape = (config.num_hidden_layers, num_slots, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.num_slots = num_slots
+        self.max_len = max_len
+
+    def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor,
+               slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k_new/v_new [B, kv_heads, T, head_dim] at `positions` [B, T] of rows `slots` [B].
+
+        Returns the cache rows of these slots, [B, kv_heads, max_len, head_dim].
+        """
+        k_all, v_all = self.k[layer], self.v[layer]
+        if slots is None:
+            rows = torch.arange(k_new.shape[0], device=k_all.device)
+        else:
+            rows = slots
+        idx = (rows[:, None], slice(None), positions)
+        # Advanced indices around a slice put [B, T] first: assign [B, T, kv_heads, head_dim].
+        k_all[idx] = k_new.transpose(1, 2).to(k_all.dtype)
+        v_all[idx] = v_new.transpose(1, 2).to(v_all.dtype)
+        if slots is None and k_new.shape[0] == self.num_slots:
+            return k_all, v_all  # every row in order: no gather needed
+        return k_all[rows], v_all[rows]
+
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
