@@ -73,6 +73,11 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     for piece, _ in sorted(draft_model["vocab"].items(), key=lambda kv: kv[1]):
         if piece not in vocab and len(vocab) < vocab_size:
             vocab[piece] = len(vocab)
+    # A corpus too small to learn `learn` pieces leaves room: fill it with unused control pieces
+    # (never produced by encoding), so the vocabulary always has the size the model was built for.
+    filler = [f"<unused{99 + i}>" for i in range(vocab_size - len(vocab))]
+    for piece in filler:
+        vocab[piece] = len(vocab)
     merges = []
     for merge in draft_model["merges"]:
         a, b = merge if isinstance(merge, list) else merge.split(" ", 1)
@@ -82,7 +87,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
                                fuse_unk=True))
     _configure(tok)
-    reserved = gemma_reserved_pieces()
+    reserved = gemma_reserved_pieces() + filler
     tok.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in reserved])
     bos = SPECIAL_TOKENS["bos"]
     tok.post_processor = processors.TemplateProcessing(
