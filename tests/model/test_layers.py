@@ -40,7 +40,7 @@ def test_embedding_normaliser_is_rounded_to_the_model_dtype():
     m = Gemma(CFG.replace(hidden_size=2048)).to(torch.bfloat16)
     m.embed_tokens.weight.data.fill_(1.0)
     captured = {}
-    m.layers[0].register_forward_pre_hook(lambda mod, args: captured.setdefault("x", args[0]))
+    m.layers[0].register_forward_pre_hook(lambda mod, args: captured.update(x=args[0]))
     m(torch.tensor([[1]]))
     assert captured["x"].float().unique().item() == 45.25  # sqrt(2048)=45.2548 rounded to bf16
 
