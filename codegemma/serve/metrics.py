@@ -1,0 +1,97 @@
+"""Prometheus metrics of one server (its own registry: no process-global state).
+
+Counters and the latency histogram are updated by the ASGI middleware (requests) and by the
+backend (tokens); engine gauges (queue length, active slots, ...) are read from
+`engine.stats()` at scrape time, so they can never drift from the engine's own view.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger("codegemma.serve")
+
+# Routes reported by name; anything else (unknown paths, scanners) is folded into "other" so a
+# client cannot grow the label set without bound.
+KNOWN_ENDPOINTS = frozenset({
+    "/", "/health", "/metrics", "/v1/completions", "/v1/chat/completions", "/v1/models",
+    "/api/generate", "/api/chat", "/api/tags", "/api/show", "/api/version", "/api/ps",
+    "/infill", "/completion", "/completions", "/props", "/debug/slots",
+})
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _EngineCollector:
+    """Exports every numeric value of `engine.stats()` as a gauge `codegemma_engine_<key>`."""
+
+    def __init__(self, stats: Callable[[], dict]):
+        self._stats = stats
+
+    def collect(self):
+        try:
+            values = dict(self._stats())
+        except Exception:  # a scrape must not fail because the engine is shutting down
+            log.exception("engine.stats() failed during a metrics scrape")
+            values = {}
+        for key, value in sorted(values.items()):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            yield GaugeMetricFamily(f"codegemma_engine_{key}", f"engine.stats()['{key}']", value=value)
+
+
+class ServerMetrics:
+    def __init__(self, engine_stats: Callable[[], dict], in_flight: Callable[[], int]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("codegemma_http_requests", "HTTP requests by endpoint and status",
+                                ("endpoint", "status"), registry=self.registry)
+        self.latency = Histogram("codegemma_http_request_duration_seconds",
+                                 "Time from request to the last byte of the response",
+                                 ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.prompt_tokens = Counter("codegemma_prompt_tokens", "Prompt tokens sent to the engine",
+                                     registry=self.registry)
+        self.completion_tokens = Counter("codegemma_completion_tokens", "Tokens generated",
+                                         registry=self.registry)
+        self.cached_tokens = Counter("codegemma_prefix_cache_hit_tokens",
+                                     "Prompt tokens reused from the engine's prefix cache",
+                                     registry=self.registry)
+        self.prefix_cache_hits = Counter("codegemma_prefix_cache_hits",
+                                         "Requests that reused at least one cached prompt token",
+                                         registry=self.registry)
+        self.truncated = Counter("codegemma_prompts_truncated", "Prompts cut to fit the context",
+                                 registry=self.registry)
+        self.rejected = Counter("codegemma_requests_rejected_queue_full",
+                                "Requests answered 429 because the engine queue was full",
+                                registry=self.registry)
+        self.disconnects = Counter("codegemma_client_disconnects",
+                                   "Generations cancelled because the client went away",
+                                   registry=self.registry)
+        in_flight_gauge = Gauge("codegemma_generations_in_flight",
+                                "Engine requests submitted by the server and not yet finished or cancelled",
+                                registry=self.registry)
+        in_flight_gauge.set_function(in_flight)
+        self.registry.register(_EngineCollector(engine_stats))
+
+    @staticmethod
+    def endpoint_label(path: str) -> str:
+        return path if path in KNOWN_ENDPOINTS else "other"
+
+    def observe_request(self, path: str, status: int, started: float) -> None:
+        endpoint = self.endpoint_label(path)
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    def observe_completion(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
+        self.prompt_tokens.inc(max(0, prompt_tokens))
+        self.completion_tokens.inc(max(0, completion_tokens))
+        if cached_tokens > 0:
+            self.cached_tokens.inc(cached_tokens)
+            self.prefix_cache_hits.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
