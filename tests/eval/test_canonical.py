@@ -1,0 +1,74 @@
+"""Reference solutions pass, the infilling example samples give the published numbers."""
+
+
+import pytest
+
+from codegemma.eval import harness
+from codegemma.eval.registry import BENCHMARKS, get_benchmark
+
+PYTHON_SETS = ["humaneval", "humaneval-infill-single", "humaneval-infill-span",
+               "humaneval-infill-span-light", "mbpp", "humaneval-x-python",
+               "humaneval-infill-multi"]
+
+
+def score_canonical(name, data_dir, every=1):
+    bench = get_benchmark(name)
+    if not bench.data_present(data_dir):
+        pytest.skip(f"{name}: data not present in {data_dir}")
+    problems = bench.problems(data_dir)
+    assert len(problems) == bench.size
+    chosen = problems[::every]  # the 5815-task set: a deterministic subset keeps this fast
+    samples = [{"task_id": p.task_id, "completion": p.canonical_solution} for p in chosen]
+    results = harness.score(bench, problems, samples, timeout_s=bench.timeout_s, progress=False)
+    return bench, problems, results
+
+
+@pytest.mark.parametrize("name", PYTHON_SETS)
+def test_canonical_solutions_pass(name, data_dir):
+    every = 20 if name == "humaneval-infill-multi" else 1
+    bench, problems, results = score_canonical(name, data_dir, every)
+    failures = [(r["task_id"], r["result"]) for r in results if not r["passed"]]
+    assert failures == []
+    assert harness.summary(bench, problems, results, [1])["pass@1"] == 1.0
+
+
+def test_mbpp_is_the_standard_test_split(data_dir):
+    ids = [p.task_id for p in get_benchmark("mbpp").problems(data_dir)]
+    assert ids[0] == "MBPP/11" and ids[-1] == "MBPP/510" and len(ids) == 500
+
+
+def test_infilling_example_samples(data_dir):
+    bench = get_benchmark("humaneval-infill-example")
+    problems = bench.problems(data_dir)
+    path = data_dir / "human-eval-infilling" / "example_samples.jsonl"
+    samples = harness.read_samples(path)
+    results = harness.score(bench, problems, samples, progress=False)
+    summary = harness.summary(bench, problems, results, [1, 10])
+    assert summary["pass@1"] == pytest.approx(0.3)
+    assert summary["pass@10"] == pytest.approx(1.0)
+    # the sleeping samples time out; the harmful one is contained and fails
+    assert sum(r["result"] == "timed out" for r in results) == 2
+
+
+def test_empty_and_wrong_completions_fail(data_dir):
+    bench = get_benchmark("humaneval")
+    problems = bench.problems(data_dir)[:3]
+    samples = [{"task_id": p.task_id, "completion": c} for p in problems
+               for c in ("", "   \n", "    return None\n")]
+    results = harness.score(bench, problems, samples, progress=False)
+    assert not any(r["passed"] for r in results)
+    assert all(r["result"].startswith("failed") for r in results)
+
+
+def test_every_registered_benchmark_is_listed(data_dir):
+    for bench in BENCHMARKS.values():
+        assert bench.size > 0
+        if bench.data_present(data_dir):
+            assert bench.data_file.relpath.split("/")[0] in {p.name for p in data_dir.iterdir()}
+
+
+def test_unknown_task_ids_are_rejected(data_dir):
+    bench = get_benchmark("humaneval")
+    with pytest.raises(ValueError, match="not a humaneval task"):
+        harness.score(bench, bench.problems(data_dir),
+                      [{"task_id": "HumanEval/999", "completion": "x"}], progress=False)
