@@ -1,0 +1,146 @@
+"""Everything a run needs before its first step: data, tokenizer, model, optimiser, schedule.
+
+Each function does one thing in torchtitan's order, so the loop reads as a list of calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codegemma.train.config import TrainConfig
+from codegemma.train.parallel import Runtime
+
+
+# ---- data --------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train: object  # PackedRows | ChatRows
+    val: object | None
+    seq_len: int
+    tokenizer_dir: Path | None
+
+
+def _manifest_tokenizer(data_dir: Path, manifest: dict) -> Path | None:
+    """The tokenizer a packed data set was made with: manifest["tokenizer"] (a path, or a dict
+    with "path"/"dir"), else tokenizer files inside the data directory."""
+    entry = manifest.get("tokenizer")
+    if isinstance(entry, dict):
+        entry = entry.get("path") or entry.get("dir") or entry.get("source")
+    candidates = [Path(entry)] if isinstance(entry, str) else []
+    candidates += [data_dir / "tokenizer", data_dir]
+    for c in candidates:
+        c = c if c.is_absolute() else (data_dir / c if not c.exists() else c)
+        if c.is_file() and c.name in ("tokenizer.json", "tokenizer.model"):
+            c = c.parent
+        if c.is_dir() and ((c / "tokenizer.json").is_file() or (c / "tokenizer.model").is_file()):
+            return c
+    return None
+
+
+def _tokenizer_dir(cfg: TrainConfig, manifest: dict | None) -> Path | None:
+    if cfg.tokenizer:
+        path = Path(cfg.tokenizer)
+        if path.is_file():
+            path = path.parent
+        if not ((path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()):
+            raise FileNotFoundError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json or tokenizer.model there")
+        return path
+    if manifest is not None:
+        found = _manifest_tokenizer(Path(cfg.data), manifest)
+        if found is not None:
+            return found
+    if cfg.init and ((Path(cfg.init) / "tokenizer.json").is_file() or (Path(cfg.init) / "tokenizer.model").is_file()):
+        return Path(cfg.init)
+    return None
+
+
+def build_data(cfg: TrainConfig, max_positions: int) -> Data:
+    from codegemma.train.data import ChatRows, PackedRows
+
+    if cfg.data is not None:
+        train = PackedRows(cfg.data, "train")
+        if cfg.seq_len is not None and cfg.seq_len != train.seq_len:
+            raise ValueError(f"--seq-len {cfg.seq_len} differs from the shards' seq_len {train.seq_len} in "
+                             f"{cfg.data}; leave --seq-len out or re-pack the data with that length")
+        val = PackedRows(cfg.data, "val") if "val" in train.manifest.get("splits", {}) else None
+        val = val if val is not None and len(val) else None
+        seq_len, tok = train.seq_len, _tokenizer_dir(cfg, train.manifest)
+    else:
+        tok = _tokenizer_dir(cfg, None)
+        if tok is None:
+            raise ValueError("--sft needs a tokenizer: pass --tokenizer DIR or an --init model directory with one")
+        from codegemma.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(tok)
+        seq_len = cfg.seq_len or min(2048, max_positions)
+        train = ChatRows(cfg.sft, tokenizer, seq_len)
+        val = ChatRows(cfg.sft_val, tokenizer, seq_len) if cfg.sft_val else None
+    if seq_len > max_positions:
+        raise ValueError(f"sequence length {seq_len} exceeds the model's max_position_embeddings {max_positions}")
+    return Data(train, val, seq_len, tok)
+
+
+# ---- model -------------------------------------------------------------------------------------
+def model_config(cfg: TrainConfig):
+    """The GemmaConfig of --preset or --init, read without loading weights (to check the data first)."""
+    if cfg.init is not None:
+        from codegemma.model.checkpoint import load_config
+
+        return load_config(cfg.init)
+    from codegemma.model.config import get_preset
+
+    return get_preset(cfg.preset)
+
+
+def build_model(cfg: TrainConfig, rt: Runtime):
+    """(Gemma with fp32 master weights, its GemmaConfig), on this process's device unless sharded later."""
+    from codegemma.model.config import get_preset
+    from codegemma.model.transformer import Gemma
+
+    # With FSDP2 the full model is built on the CPU and fully_shard moves each process's shard.
+    home = torch.device("cpu") if rt.distributed else rt.device
+    if cfg.init is not None:
+        from codegemma.model.checkpoint import load_model
+
+        model, config = load_model(cfg.init, device=home, dtype=torch.float32)
+    else:
+        config = get_preset(cfg.preset)
+        with torch.device(home):
+            model = Gemma(config)
+        model.init_weights(cfg.seed)
+        model = model.float()
+    return model.train(), config
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices (embedding, projections, LoRA A/B), not norm offsets; only trainable ones."""
+    decay, plain = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else plain).append(p)
+    if not decay and not plain:
+        raise ValueError("no trainable parameters (check --lora-targets)")
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg: TrainConfig, module: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    # Fused AdamW: one kernel per step instead of a dozen per tensor (CUDA); foreach on the CPU.
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(parameter_groups(module, cfg.weight_decay), lr=cfg.lr,
+                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused, foreach=None if fused else True)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over warmup steps, then cosine from lr down to lr * min_lr_ratio at the last step."""
+    warmup = cfg.resolved_warmup()
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    span = max(1, cfg.steps - 1 - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
