@@ -1,5 +1,182 @@
-"""Core subcommands: init, generate, complete, chat."""
+"""Core subcommands: generate, complete, chat (init lives in codegemma.model.commands).
+
+Each prints only what the model produced, streamed as it is generated. All three go through
+codegemma.api (and so through the one Engine); torch is imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
 
 
 def register(subparsers) -> None:
-    pass
+    g = subparsers.add_parser("generate", help="continue a prompt (prints only the continuation)",
+                              description="Continue TEXT with the model; temperature 0 (default) is greedy. "
+                                          "Special-token texts in the prompt become control tokens.")
+    _model_args(g)
+    g.add_argument("--prompt", required=True, help="the text to continue (<bos> is added)")
+    _sampling_args(g, max_new_tokens=128)
+    g.set_defaults(func=_run_generate)
+
+    c = subparsers.add_parser("complete", help="fill in the middle at a cursor (prints only the middle)",
+                              description="Fill-in-the-middle: give --prefix/--suffix, or FILE:LINE:COL (1-based; "
+                                          "the prefix is the file's text before that cursor, the suffix the text "
+                                          "after it, and the file's relative path goes on the path line).")
+    _model_args(c)
+    c.add_argument("location", nargs="?", metavar="FILE:LINE:COL", help="cursor position in a file")
+    c.add_argument("--prefix", help="code before the cursor")
+    c.add_argument("--suffix", help="code after the cursor (default empty)")
+    c.add_argument("--path", help="file path for the path line (default: FILE's relative path, else none)")
+    c.add_argument("--mode", choices=("psm", "spm"), default="psm", help="FIM order (default psm)")
+    c.add_argument("--context", nargs="+", default=[], metavar="FILE",
+                   help="other files placed before the current one (multi-file context)")
+    _sampling_args(c, max_new_tokens=128)
+    c.set_defaults(func=_run_complete)
+
+    h = subparsers.add_parser("chat", help="chat with an instruction-tuned model (7b-it)",
+                              description="With --message: print one answer. Without: an interactive "
+                                          "conversation (empty line or Ctrl-D ends it).")
+    _model_args(h)
+    h.add_argument("--message", help="one user message; prints the answer and exits")
+    _sampling_args(h, max_new_tokens=512)
+    h.set_defaults(func=_run_chat)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    # Optional so that a built-in default model can be added later; None gives one clear error.
+    p.add_argument("--model", default=None, metavar="DIR", help="model directory (Hugging Face format)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: the model's, at most 8192)")
+    p.add_argument("--decode", choices=("auto", "eager", "graphs", "compile"), default="auto",
+                   help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
+                        "(fastest per token, but compiles for a minute first)")
+
+
+def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off (the CodeGemma advice)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
+    p.add_argument("--stop", action="append", default=[], help="extra stop string (repeatable)")
+
+
+def _sampling(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                stop=tuple(args.stop))
+
+
+def _load(args):
+    from codegemma.api import load
+
+    if args.model is None:
+        load(None)  # raises the one clear "pass a model directory" error
+    decode = args.decode
+    if decode == "auto":
+        import torch
+
+        on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        decode = "graphs" if on_gpu else "eager"
+    return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
+                compile=decode)
+
+
+def _write(text: str) -> None:
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:
+        sys.stdout.write(text)
+    else:  # bytes, so any character prints whatever the terminal's encoding
+        out.write(text.encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
+def _print_stream(deltas) -> None:
+    for delta in deltas:
+        _write(delta)
+    if sys.stdout.isatty():
+        _write("\n")
+
+
+def _run_generate(args) -> int:
+    with _load(args) as cg:
+        _print_stream(cg.generate(args.prompt, stream=True, **_sampling(args)))
+    return 0
+
+
+def parse_location(location: str) -> tuple[str, int, int]:
+    """FILE:LINE:COL -> (file, line, col); the file name itself may contain colons."""
+    parts = location.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"{location!r}: expected FILE:LINE:COL with 1-based numbers, e.g. src/app.py:12:5")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def split_at_cursor(text: str, line: int, col: int, where: str) -> tuple[str, str]:
+    """Text before and after the 1-based (line, col) cursor."""
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        raise ValueError(f"{where}: line {line} is outside the file (it has {len(lines)} lines)")
+    if not 1 <= col <= len(lines[line - 1]) + 1:
+        raise ValueError(f"{where}: column {col} is outside line {line} "
+                         f"(columns 1..{len(lines[line - 1]) + 1})")
+    offset = sum(len(s) + 1 for s in lines[:line - 1]) + col - 1
+    return text[:offset], text[offset:]
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _rel(path: str) -> str:
+    return os.path.relpath(path).replace(os.sep, "/")
+
+
+def _run_complete(args) -> int:
+    if args.location and (args.prefix is not None or args.suffix is not None):
+        raise ValueError("give either FILE:LINE:COL or --prefix/--suffix, not both")
+    if args.location:
+        file, line, col = parse_location(args.location)
+        prefix, suffix = split_at_cursor(_read(file), line, col, args.location)
+        path = args.path or _rel(file)
+    elif args.prefix is not None:
+        prefix, suffix, path = args.prefix, args.suffix or "", args.path
+    else:
+        raise ValueError("nothing to complete: give --prefix TEXT [--suffix TEXT] or FILE:LINE:COL")
+    context = [(_rel(f), _read(f)) for f in args.context]
+    with _load(args) as cg:
+        _print_stream(cg.complete(prefix, suffix, mode=args.mode, path=path, context=context, stream=True,
+                                  **_sampling(args)))
+    return 0
+
+
+def _run_chat(args) -> int:
+    with _load(args) as cg:
+        if args.message is not None:
+            _print_stream(cg.chat([{"role": "user", "content": args.message}], stream=True, **_sampling(args)))
+            return 0
+        messages: list[dict] = []
+        while True:
+            try:
+                text = input("you> ")
+            except EOFError:
+                break
+            if not text.strip():
+                break
+            messages.append({"role": "user", "content": text})
+            _write("model> ")
+            answer = "".join(_tee(cg.chat(messages, stream=True, **_sampling(args))))
+            _write("\n")
+            messages.append({"role": "assistant", "content": answer})
+    return 0
+
+
+def _tee(deltas):
+    for delta in deltas:
+        _write(delta)
+        yield delta

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from codegemma.model.cache import KVCache
 from codegemma.model.config import GemmaConfig
@@ -33,9 +34,16 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
+        if isinstance(attn_mask, BlockMask):
+            # Training on packed documents (codegemma.train.step): block-sparse attention that skips
+            # masked blocks; under autocast q, k are fp32 after RoPE, so match v's dtype first.
+            out = flex_attention(q.to(v.dtype), k.to(v.dtype), v, block_mask=attn_mask,
+                                 scale=self.head_dim ** -0.5, enable_gqa=self.n_kv != self.n_heads)
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+
         is_causal = False
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v, positions, slots)  # [B, nKV, S, hd]
+            k, v = cache.update(self.layer_idx, k, v, positions, slots, kv_len)  # [B, nKV, S, hd]
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
             if attn_mask is None:
@@ -45,6 +53,29 @@ class Attention(nn.Module):
         elif attn_mask is None:
             is_causal = t > 1
 
+        if t == 1 and cache is not None and attn_mask.dtype == torch.bool:
+            # Decode: one query per row. Plain matmuls (cuBLAS GEMV, fused by torch.compile) beat the
+            # fused SDPA kernels here: those parallelise over query blocks and get ~1 block per head.
+            rep = self.n_heads // self.n_kv
+            s_len = k.shape[2]
+            qg = q.reshape(b, self.n_kv, rep, self.head_dim)  # query heads grouped by KV head
+            scores = torch.matmul(qg, k.transpose(-1, -2)) * self.head_dim ** -0.5  # [B, nKV, rep, S]
+            scores = scores.masked_fill(~attn_mask.reshape(b, 1, 1, s_len), float("-inf"))
+            probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # softmax in fp32, as HF
+            out = torch.matmul(probs, v).reshape(b, self.n_heads, 1, self.head_dim)
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        if self.n_kv != self.n_heads and attn_mask is not None:
+            # query head j reads KV head j // (nH / nKV): fold each group of query heads into the
+            # query length, q [B, nKV, rep*T, hd], so K/V are read once per KV head, never copied
+            # (decode with MQA reads 1/8 of the bytes repeat_interleave would write and read).
+            rep = self.n_heads // self.n_kv
+            s_len = k.shape[2]
+            q = q.reshape(b, self.n_kv, rep * t, self.head_dim)
+            mask = attn_mask.expand(b, 1, t, s_len).unsqueeze(2).expand(b, 1, rep, t, s_len)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.reshape(b, 1, rep * t, s_len),
+                                                 scale=self.head_dim ** -0.5)  # [B, nKV, rep*T, hd]
+            out = out.reshape(b, self.n_heads, t, self.head_dim)
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
         if self.n_kv != self.n_heads:
             # query head j reads KV head j // (nH / nKV)
             rep = self.n_heads // self.n_kv

@@ -10,23 +10,26 @@ from codegemma.model.config import GemmaConfig
 class KVCache:
     """Keys and values for `num_slots` sequences of up to `max_len` tokens.
 
-    k, v: [layers, slots, kv_heads, max_len, head_dim]. Position p of a sequence lives at index p,
-    so a slot's cached prefix can be reused by any request whose prompt starts with the same tokens.
+    k, v: one tensor per layer, each [slots, kv_heads, max_len, head_dim]. Position p of a sequence
+    lives at index p, so a slot's cached prefix can be reused by any request whose prompt starts
+    with the same tokens. Separate per-layer tensors (not views of one [layers, ...] tensor) let
+    torch.compile update a layer's cache in place instead of copying the whole cache each step.
     """
 
     def __init__(self, config: GemmaConfig, num_slots: int, max_len: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
-        shape = (config.num_hidden_layers, num_slots, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (num_slots, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.num_slots = num_slots
         self.max_len = max_len
 
     def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor,
-               slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               slots: torch.Tensor | None = None, kv_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k_new/v_new [B, kv_heads, T, head_dim] at `positions` [B, T] of rows `slots` [B].
 
-        Returns the cache rows of these slots, [B, kv_heads, max_len, head_dim].
+        Returns the cache rows of these slots, [B, kv_heads, kv_len or max_len, head_dim]: only the
+        first kv_len positions are gathered, so a decode step copies the context, not the whole cache.
         """
         k_all, v_all = self.k[layer], self.v[layer]
         if slots is None:
@@ -37,9 +40,11 @@ class KVCache:
         # Advanced indices around a slice put [B, T] first: assign [B, T, kv_heads, head_dim].
         k_all[idx] = k_new.transpose(1, 2).to(k_all.dtype)
         v_all[idx] = v_new.transpose(1, 2).to(v_all.dtype)
+        if kv_len is not None and kv_len < self.max_len:
+            k_all, v_all = k_all[:, :, :kv_len], v_all[:, :, :kv_len]
         if slots is None and k_new.shape[0] == self.num_slots:
             return k_all, v_all  # every row in order: no gather needed
         return k_all[rows], v_all[rows]
 
     def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
+        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))

@@ -6,6 +6,7 @@ checkpoint code maps names one to one. The model never builds a cache; it uses o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -16,6 +17,12 @@ from codegemma.model.attention import Attention
 from codegemma.model.cache import KVCache
 from codegemma.model.config import GemmaConfig
 from codegemma.model.layers import GeGLU, RMSNorm, rope_cos_sin
+
+
+@functools.lru_cache(maxsize=None)
+def _normalizer(hidden_size: int, dtype: torch.dtype) -> float:
+    """sqrt(hidden_size) rounded to `dtype`, as a Python float."""
+    return torch.tensor(math.sqrt(hidden_size), dtype=dtype, device="cpu").item()
 
 
 class DecoderLayer(nn.Module):
@@ -38,6 +45,9 @@ class Gemma(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # sqrt(hidden) rounded to each activation dtype, precomputed so torch.compile sees constants.
+        self._normalizers = {dt: _normalizer(config.hidden_size, dt)
+                             for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64)}
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
                 cache: KVCache | None = None, slots: torch.Tensor | None = None,
@@ -48,8 +58,10 @@ class Gemma(nn.Module):
         if positions is None:
             positions = torch.arange(t, device=tokens.device).expand(b, t)
         x = self.embed_tokens(tokens)  # [B, T, H]
-        # The normaliser is rounded to the activation dtype first (45.25 for 2048 in bf16).
-        x = x * torch.tensor(math.sqrt(self.config.hidden_size), dtype=x.dtype, device=x.device)
+        # The normaliser is rounded to the activation dtype first (45.25 for 2048 in bf16). A Python
+        # float (not a device tensor built here) keeps forward free of host->device copies, so the
+        # decode step can be captured in a CUDA graph; the product is the same.
+        x = x * self._normalizers[x.dtype]
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, positions, cache, slots, attn_mask, kv_len)
