@@ -14,6 +14,7 @@ import sys
 # Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES = (
     "codegemma.commands",        # init, generate, complete, chat
+    "codegemma.model.commands",  # init, export (model directories, GGUF)
     "codegemma.serve.commands",  # serve
     "codegemma.eval.commands",   # eval list|score|run
     "codegemma.data.commands",   # data prepare|stats|inspect, tokenizer train

@@ -25,13 +25,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
 
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, H] -> q [B, T, nH*hd], k, v [B, T, nKV*hd]. The inference engine overrides this
+        with one matmul over the three weights (codegemma.infer.fuse); the math is the same."""
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 cache: KVCache | None = None, slots: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, kv_len: int | None = None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B, nH, T, hd]
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)  # [B, nKV, T, hd]
-        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k, v = self.project_qkv(x)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B, nH, T, hd]
+        k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)  # [B, nKV, T, hd]
+        v = v.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         if isinstance(attn_mask, BlockMask):

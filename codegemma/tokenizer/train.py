@@ -121,4 +121,5 @@ def save_tokenizer_files(tok: Tokenizer, out_dir: str | os.PathLike) -> None:
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; tokenizer files are meant to be shared
         os.replace(tmp, out / name)

@@ -1,0 +1,57 @@
+"""Model subcommands: `init` (random model directory) and `export` (GGUF for llama.cpp / Ollama)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "init", help="write a randomly initialised model directory (Hugging Face format) with a small tokenizer",
+        description="Write a random Gemma model with a small byte-fallback BPE tokenizer (Gemma's special-token "
+                    "ids) to DIR; transformers and codegemma both load it. The same --seed gives a "
+                    "byte-identical directory. The 2b/7b presets allocate billions of parameters.")
+    p.add_argument("--preset", default="debug", help="model shape: debug (tiny, for tests), 2b or 7b")
+    p.add_argument("--out", required=True, help="output directory (must be new or empty, unless --force)")
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
+    p.set_defaults(func=_run_init)
+
+    e = subparsers.add_parser(
+        "export", help="export a model directory to GGUF (llama.cpp, Ollama) with an Ollama Modelfile",
+        description="Write a GGUF file with Gemma's metadata, tokenizer and FIM token ids, and a Modelfile "
+                    "next to it with the CodeGemma FIM template. Needs `pip install gguf`.")
+    e.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    e.add_argument("--gguf", required=True, help="output .gguf file")
+    e.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f16", help="weight type (norms stay f32)")
+    e.add_argument("--chat", action="store_true",
+                   help="Modelfile template with Gemma chat turns (for -it models); default: FIM + raw prompt")
+    e.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (trusted files only)")
+    e.set_defaults(func=_run_export)
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
+
+    from codegemma.model.config import get_preset
+    from codegemma.model.random_init import check_output_dir, init_model_dir, size_warning
+
+    check_output_dir(args.out, args.force)
+    note = size_warning(args.preset, get_preset(args.preset))
+    if note:  # said before the long allocation, not after it
+        print(f"codegemma init: warning: {note}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = init_model_dir(args.preset, args.out, seed=args.seed, force=args.force)
+    print(f"wrote a random {args.preset} model to {out}")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from codegemma.model.gguf_export import export_gguf
+
+    gguf_path, modelfile = export_gguf(args.model, args.gguf, dtype=args.dtype, allow_pickle=args.allow_pickle,
+                                      chat=args.chat)
+    print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
+    return 0
