@@ -1,0 +1,7 @@
+def fibonacci(n):
+    """Return the n-th Fibonacci number."""
+    
+    return a
+
+
+print(fibonacci(10))
