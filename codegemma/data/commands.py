@@ -1,5 +1,146 @@
-"""Subcommands of this area (filled in by its owner)."""
+"""Subcommands of the data area: `data prepare|stats|inspect` and `tokenizer train`.
+
+  codegemma data prepare --input repos/ --out data/ --tokenizer tok/ --workers 2
+  codegemma data prepare --out data/ --tokenizer tok/ --executor ray --ray-address auto
+  codegemma data stats data/            (prints counts, writes data/stats.png)
+  codegemma data inspect data/ --n 3
+  codegemma tokenizer train --input repos/ --vocab-size 32000 --out tok/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
 
 
-def register(subparsers) -> None:  # noqa: D401 - placeholder until the area lands
-    pass
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="prepare training data from repositories (prepare, stats, inspect)")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    sub.required = True
+
+    p = sub.add_parser("prepare", help="repositories -> filtered, deduplicated, FIM'd, tokenised shards",
+                       description="Read repositories (a directory of repositories, a JSON-lines file of "
+                                   '{"repo","path","content"}, or by default this Python\'s stdlib and '
+                                   "site-packages), filter, decontaminate, redact PII, deduplicate, pack files "
+                                   "by dependency order, make FIM examples, tokenise and write shards. "
+                                   "Rerunning a killed run resumes it.")
+    p.add_argument("--input", default=None, metavar="PATH",
+                   help="directory of repositories or .jsonl(.gz) file (default: stdlib + site-packages)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (shards + manifest.json)")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory or tokenizer.json with FIM tokens")
+    p.add_argument("--seq-len", type=int, default=8192, help="tokens per sequence (default 8192)")
+    p.add_argument("--fim-rate", type=float, default=0.9, help="share of files made FIM examples (default 0.9)")
+    p.add_argument("--spm-rate", type=float, default=0.5, help="share of FIM examples in SPM order (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for FIM decisions and repository order (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.01,
+                   help="share of repositories held out for validation (default 0.01, at least one)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes / Ray CPUs (default 1)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. auto); default: start a local Ray")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="benchmark data for decontamination (default $CODEGEMMA_DATA_DIR, else ../shared/benchmarks)")
+    p.add_argument("--no-decontaminate", action="store_true", help="skip benchmark decontamination")
+    p.add_argument("--limit-mb", type=float, default=None, help="read at most this many MB of source (first repositories by name)")
+    p.add_argument("--sequences-per-shard", type=int, default=1024, help="sequences per shard file (default 1024)")
+    p.add_argument("--task-mb", type=float, default=4.0,
+                   help="source MB per parallel task (default 4; smaller = finer progress and resume)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep OUT/.work (intermediate files) after success; default: delete it")
+    p.set_defaults(func=_run_prepare)
+
+    s = sub.add_parser("stats", help="counts, drop reasons, tokens, and a PNG plot of a prepared data set")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--plot", default=None, metavar="PNG", help="where to write the plot (default DIR/stats.png)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=_run_stats)
+
+    i = sub.add_parser("inspect", help="decode sequences with special tokens visible")
+    i.add_argument("dir", metavar="DIR")
+    i.add_argument("--n", type=int, default=3, help="sequences to show (default 3)")
+    i.add_argument("--split", choices=("train", "val"), default="train")
+    i.add_argument("--tokenizer", default=None, metavar="DIR", help="default: DIR/tokenizer (copied by prepare)")
+    i.set_defaults(func=_run_inspect)
+
+    tok = subparsers.add_parser("tokenizer", help="train a tokenizer (tokenizer train)")
+    tsub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    tsub.required = True
+    t = tsub.add_parser("train", help="train a byte-fallback BPE tokenizer with Gemma's special tokens",
+                        description="Train on the same corpus readers as `data prepare` (decoded, quality-filtered, "
+                                    "PII-redacted files). The directory loads with codegemma and transformers.")
+    t.add_argument("--input", default=None, metavar="PATH", help="as for data prepare (default: stdlib + site-packages)")
+    t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size (>= 367)")
+    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--limit-mb", type=float, default=100.0, help="train on at most this many MB (default 100)")
+    t.set_defaults(func=_run_tokenizer_train)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from .executors import ExecutorConfig
+    from .prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(out=args.out, tokenizer=args.tokenizer, input=args.input, seq_len=args.seq_len,
+                        fim_rate=args.fim_rate, spm_rate=args.spm_rate, seed=args.seed,
+                        val_fraction=args.val_fraction, data_dir=args.data_dir,
+                        decontaminate=not args.no_decontaminate, limit_mb=args.limit_mb,
+                        sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,
+                        keep_work=args.keep_work)
+    manifest = prepare(cfg, ExecutorConfig(args.executor, args.workers, args.ray_address))
+    tr, va = manifest["splits"]["train"], manifest["splits"]["val"]
+    print(f"{args.out}: train {tr['num_sequences']} sequences ({tr['num_tokens']} tokens, "
+          f"{tr['num_repositories']} repositories), val {va['num_sequences']} sequences "
+          f"({va['num_tokens']} tokens, {va['num_repositories']} repositories) of {manifest['seq_len']} tokens")
+    dropped = manifest.get("dropped", {})
+    if dropped:
+        print("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    return 0
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import plot, summarize
+
+    summary = summarize(args.dir)
+    png = plot(args.dir, args.plot or Path(args.dir) / "stats.png")
+    if args.json:
+        print(json.dumps({**summary, "plot": str(png)}, indent=2))
+        return 0
+    print(f"sequence length {summary['seq_len']}")
+    for split, info in summary["splits"].items():
+        print(f"{split:5s}: {info['num_sequences']} sequences, {info['num_tokens']} tokens, "
+              f"{info['num_documents']} documents, {info['num_repositories']} repositories")
+    for title in ("counts", "dropped", "changed", "contaminated_by"):
+        if summary.get(title):
+            print(f"{title}:")
+            for k, v in sorted(summary[title].items()):
+                print(f"  {k:40s} {v}")
+    if "fim_rate" in summary:
+        print(f"FIM rate {summary['fim_rate']:.3f}, SPM share of FIM {summary['spm_share_of_fim']:.3f}")
+    print(f"plot: {png}")
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import inspect
+
+    tok = args.tokenizer or str(Path(args.dir) / "tokenizer")
+    print(inspect(args.dir, n=args.n, split=args.split, tokenizer_dir=tok))
+    return 0
+
+
+def _run_tokenizer_train(args: argparse.Namespace) -> int:
+    from .corpus import corpus_texts
+
+    from codegemma.tokenizer import Tokenizer, save_tokenizer_files, train_bpe_tokenizer
+
+    texts = corpus_texts(args.input, limit_mb=args.limit_mb)
+    if not texts:
+        raise ValueError(f"--input {args.input or '(default corpus)'}: no usable source files to train on")
+    tok = train_bpe_tokenizer(texts, args.vocab_size)
+    save_tokenizer_files(tok, args.out)
+    loaded = Tokenizer.load(args.out)
+    print(f"{args.out}: vocabulary {loaded.vocab_size}, trained on {len(texts)} files "
+          f"({sum(map(len, texts)) / 1e6:.1f} M characters)")
+    return 0

@@ -1,0 +1,123 @@
+"""One repository -> one token stream: order files, make FIM examples, render, tokenise.
+
+Per repository (a "repository pack"):
+    <bos> file_1 <|file_separator|> file_2 <|file_separator|> ... file_n <eos>
+with files in `order_repository` order, each either plain (`path\\n{text}`, render_file) or a FIM
+example (`render_fim(prefix, suffix, mode, path=path, middle=middle)`), FIM with probability
+`fim_rate` and then SPM with probability `spm_rate` (else PSM). All randomness of a file comes
+from a generator seeded by (seed, repository, path), so the result does not depend on which
+worker, task grouping or order of execution produced it.
+
+Literal special-token texts inside files are neutralised first (filters.neutralise_special_texts),
+so the only control tokens in the stream are the ones this module puts there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from codegemma.fim.format import render_file, render_fim
+from codegemma.fim.split import FimSplitter
+from codegemma.repo.order import order_repository
+
+from .document import Document, Stats
+from .filters import neutralise_special_texts, special_text_pattern
+
+
+@dataclass(frozen=True)
+class FimConfig:
+    fim_rate: float = 0.9
+    spm_rate: float = 0.5
+
+    def __post_init__(self):
+        for name in ("fim_rate", "spm_rate"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
+
+
+def file_rng(seed: int, repo: str, path: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}\0{repo}\0{path}".encode("utf-8", "surrogatepass")).digest()
+    return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
+
+
+def special_texts_of(tokenizer) -> list[str]:
+    """Texts the tokenizer turns into control tokens: its special added tokens (and our table)."""
+    from codegemma.tokenizer import SPECIAL_TOKENS
+
+    texts = {t.text for t in SPECIAL_TOKENS.values()}
+    backend = tokenizer.backend
+    if backend is not None:
+        texts.update(t.content for t in backend.get_added_tokens_decoder().values() if t.special)
+    return sorted(texts)
+
+
+class RepositoryPacker:
+    """Holds the per-process pieces (tokenizer, parsers) that pack_repository needs."""
+
+    def __init__(self, tokenizer, fim: FimConfig, seed: int):
+        tokenizer.require_fim()
+        self.tok = tokenizer
+        self.fim = fim
+        self.seed = seed
+        self.splitter = FimSplitter()
+        self.specials = special_text_pattern(special_texts_of(tokenizer))
+        self.sep_id = tokenizer.token_id("file_separator")
+
+    def render(self, docs: list[Document], stats: Stats) -> list[str]:
+        """The rendered chunks (one per file, in packing order) of one repository's documents."""
+        files, langs = {}, {}
+        for d in docs:
+            text, n = neutralise_special_texts(d.text, self.specials)
+            if n:
+                stats.changed("special_text_neutralised_files")
+                stats.changed("special_text_neutralised", n)
+            files[d.path] = text
+            langs[d.path] = d.language
+        chunks = []
+        # a repository whose root is a Python package (site-packages/numpy) is imported by its
+        # directory name: `import numpy` must find the root __init__.py
+        package = docs[0].repo.rstrip("/").rsplit("/", 1)[-1]
+        for path in order_repository(files, package=package):
+            text = files[path]
+            rng = file_rng(self.seed, docs[0].repo, path)
+            stats.add(f"file_chars_log2/{max(0, int(np.log2(max(1, len(text))))):02d}")
+            if rng.random() < self.fim.fim_rate:
+                mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
+                split = self.splitter.split(text, langs[path], rng)
+                stats.add(f"fim_{mode}")
+                stats.add("fim_syntactic" if split.syntactic else "fim_char_fallback")
+                chunks.append(render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle))
+            else:
+                stats.add("plain_files")
+                chunks.append(render_file(path, text))
+        return chunks
+
+    def pack(self, docs: list[Document], stats: Stats) -> np.ndarray:
+        """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.
+
+        Chunks are encoded in one batch and joined with the separator id: identical to encoding
+        `join_files(chunks)`, because special tokens are split out before BPE runs.
+        """
+        if not docs:
+            return np.empty(0, dtype=np.uint32)
+        chunks = self.render(docs, stats)
+        pieces = [np.asarray([self.tok.bos_id], dtype=np.uint32)]
+        sep = np.asarray([self.sep_id], dtype=np.uint32)
+        # batches of 256 files: Python lists of ids for a whole large repository would need GBs
+        for lo in range(0, len(chunks), 256):
+            for i, ids in enumerate(self.tok.encode_batch(chunks[lo:lo + 256]), start=lo):
+                if i:
+                    pieces.append(sep)
+                pieces.append(np.asarray(ids, dtype=np.uint32))
+        pieces.append(np.asarray([self.tok.eos_id], dtype=np.uint32))
+        tokens = np.concatenate(pieces)
+        stats.add("files_packed", len(chunks))
+        stats.add("tokens", int(tokens.size))
+        return tokens
+
+
+__all__ = ["FimConfig", "RepositoryPacker", "file_rng"]

@@ -1,0 +1,325 @@
+"""`codegemma data prepare`: repositories -> filtered, deduplicated, FIM'd, tokenised shards.
+
+Stages (work files under OUT/.work/<fingerprint>/, the fingerprint covers every setting that
+changes the output, the tokenizer file and the pipeline's source code):
+  1. plan        plan.json: repositories and files, sorted (bounded by --limit-mb)
+  2. decontam    decontam.npz: the benchmark n-gram index (built once, loaded by every task)
+  3. clean       parallel tasks (tasks.clean_task), each marked done
+  4. dedup       dedup.json: global exact + near duplicate decisions (first in (repo, path) order wins)
+  5. tokenize    parallel tasks (tasks.tokenize_task), each marked done
+  6. pack        shards + manifest.json in OUT (the manifest last; its presence = finished)
+A killed run, started again with the same arguments, skips every finished stage and task and
+ends with byte-identical shards. Nothing in the output depends on --workers or --executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .decontam import Decontaminator, resolve_data_dir
+from .dedup import find_duplicates
+from .document import Stats
+from .executors import Executor, ExecutorConfig
+from .filters import FilterConfig
+from .packing import FimConfig
+from .readers import limit_plan, plan_sources, repo_key
+from .shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardWriter, atomic_write_bytes, atomic_write_json,
+                     remove_shards)
+from .tasks import clean_task, done_marker, task_name, tokenize_task
+
+TASK_MAX_REPOS = 256
+
+
+@dataclass
+class PrepareConfig:
+    out: str
+    tokenizer: str
+    input: str | None = None
+    seq_len: int = 8192
+    fim_rate: float = 0.9
+    spm_rate: float = 0.5
+    seed: int = 0
+    val_fraction: float = 0.01
+    data_dir: str | None = None
+    decontaminate: bool = True
+    limit_mb: float | None = None
+    sequences_per_shard: int = 1024
+    task_mb: float = 4.0        # source MB per parallel task (scheduling only; one big repo is one task)
+    keep_work: bool = False     # keep OUT/.work after success (it holds a cleaned copy of the corpus)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+
+    def validate(self) -> None:
+        if self.seq_len < 16:
+            raise ValueError(f"--seq-len must be at least 16, got {self.seq_len}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        FimConfig(self.fim_rate, self.spm_rate)
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def code_version() -> dict:
+    """Package version, a hash of the sources that shape the output (data, repo, fim, tokenizer)
+    and the versions of the libraries that do."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in ("data", "repo", "fim", "tokenizer"):
+        for p in sorted((root / sub).glob("*.py")):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "absent"
+    # libraries whose version can change the bytes (BPE implementation, FIM grammars, MinHash LSH)
+    libs = {d: version(d) for d in ("tokenizers", "tree-sitter", "tree-sitter-language-pack", "datasketch")}
+    return {"package": version("codegemma"), "source_sha256": h.hexdigest()[:16], "libraries": libs}
+
+
+def _tokenizer_file(path: str) -> Path:
+    p = Path(path)
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if p.is_dir() and (p / name).is_file():
+            return p / name
+    if p.is_file():
+        return p
+    raise FileNotFoundError(f"--tokenizer {p}: no tokenizer.json or tokenizer.model there "
+                            "(train one with `codegemma tokenizer train`)")
+
+
+def repo_unit(repo: str) -> float:
+    """A repository's position in [0, 1) by hash: the validation split takes the lowest."""
+    return int(hashlib.sha256(repo.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) / 2.0**64
+
+
+def split_repositories(repos: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, val): val = repositories with repo_unit < val_fraction; with 2+ repositories at least
+    one (the lowest unit) is in val and at least one stays in train."""
+    ranked = sorted(repos, key=lambda r: (repo_unit(r), r))
+    val = [r for r in ranked if repo_unit(r) < val_fraction]
+    if len(ranked) >= 2:
+        if not val:
+            val = ranked[:1]
+        if len(val) == len(ranked):
+            val = val[:-1]
+    val_set = set(val)
+    return [r for r in repos if r not in val_set], [r for r in repos if r in val_set]
+
+
+def group_tasks(plan: list[dict], task_mb: float) -> list[list[dict]]:
+    """Consecutive repositories (by name) up to `task_mb` MB per task: independent of --workers."""
+    limit = task_mb * 1e6
+    groups, cur, size = [], [], 0
+    for entry in plan:
+        b = sum(f[1] for f in entry["files"])
+        if cur and (size + b > limit or len(cur) >= TASK_MAX_REPOS):
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(entry)
+        size += b
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+class Preparation:
+    """One `data prepare` run: validates the inputs up front, then runs or resumes the stages."""
+
+    def __init__(self, cfg: PrepareConfig, executor: ExecutorConfig):
+        cfg.validate()
+        from codegemma.tokenizer import Tokenizer
+
+        self.cfg, self.executor = cfg, executor
+        self.out = Path(cfg.out)
+        self.tok_file = _tokenizer_file(cfg.tokenizer)
+        self.tokenizer = Tokenizer.load(self.tok_file)
+        self.tokenizer.require_fim()
+        self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.decontaminate else None
+        if cfg.decontaminate and self.data_dir is None:
+            raise FileNotFoundError("no benchmark data for decontamination: set CODEGEMMA_DATA_DIR or pass "
+                                    "--data-dir DIR (or --no-decontaminate to skip it)")
+        self.version = code_version()
+        # task_mb only schedules work: it shapes the work directory, never the output
+        settings = {k: v for k, v in asdict(cfg).items() if k not in ("out", "tokenizer", "data_dir", "task_mb",
+                                                                  "keep_work")}
+        settings["input"] = str(Path(cfg.input).resolve()) if cfg.input else None
+        self.settings = settings
+        ident = json.dumps({"settings": settings, "tokenizer": _file_sha(self.tok_file),
+                            "data_dir": str(self.data_dir), "code": self.version}, sort_keys=True)
+        self.fingerprint = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        self.work = self.out / ".work" / self.fingerprint
+        self.timings: dict[str, float] = {}    # seconds per stage of this process (not in the manifest)
+
+    def run(self) -> dict:
+        manifest_path = self.out / MANIFEST
+        if manifest_path.is_file():
+            existing = json.loads(manifest_path.read_text())
+            if existing.get("work_fingerprint") == self.fingerprint:
+                return existing
+        self.work.mkdir(parents=True, exist_ok=True)
+        with Executor(self.executor) as ex:
+            manifest = self._run_stages(ex)
+        if not self.cfg.keep_work:
+            shutil.rmtree(self.work)
+            if not any((self.out / ".work").iterdir()):
+                (self.out / ".work").rmdir()
+        return manifest
+
+    def _run_stages(self, ex: Executor) -> dict:
+        clock = time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            self.timings[name] = now - clock
+            clock = now
+
+        plan = self._plan()
+        groups = group_tasks(plan, self.cfg.task_mb)
+        self.task_bytes = [sum(f[1] for e in g for f in e["files"]) for g in groups]
+        lap("plan")
+        decon = self._decontam_index()
+        lap("decontam_index")
+        layout = hashlib.sha256(json.dumps([[e["repo"] for e in g] for g in groups]).encode()).hexdigest()[:8]
+        self.task_dir = self.work / f"tasks-{layout}"      # markers are per task, so per grouping
+        self.task_dir.mkdir(exist_ok=True)
+        clean_dir = self._stage(ex, "clean", clean_task, [
+            {"repos": g, "filters": self.cfg.filters.to_dict(), "decontam": decon} for g in groups])
+        lap("clean")
+        dedup_file = self._dedup(clean_dir, len(groups))
+        lap("dedup")
+        tok_dir = self._stage(ex, "tokens", tokenize_task, [
+            {"clean_file": str(clean_dir / f"{task_name(i)}.jsonl"), "dropped_file": str(dedup_file),
+             "tokenizer": str(self.tok_file), "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate},
+             "seed": self.cfg.seed} for i in range(len(groups))])
+        lap("tokenize")
+        manifest = self._pack(clean_dir, dedup_file, tok_dir, len(groups))
+        lap("pack")
+        return manifest
+
+    def _plan(self) -> list[dict]:
+        path = self.work / "plan.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        plan = limit_plan(plan_sources(self.cfg.input, self.work), self.cfg.limit_mb)
+        if not plan:
+            raise ValueError(f"--input {self.cfg.input or '(default corpus)'}: no source files in a supported language found")
+        atomic_write_json(path, plan)
+        return plan
+
+    def _decontam_index(self) -> str | None:
+        if self.data_dir is None:
+            return None
+        path = self.work / "decontam.npz"
+        if not path.is_file():
+            Decontaminator.build(self.data_dir).save(path)
+        return str(path)
+
+    def _stage(self, ex: Executor, name: str, fn, tasks: list[dict]) -> Path:
+        stage_dir = self.task_dir / name
+        stage_dir.mkdir(exist_ok=True)
+        for i, t in enumerate(tasks):
+            t.update(index=i, stage_dir=str(stage_dir))
+        todo = [t for t in tasks if not done_marker(stage_dir, t["index"]).is_file()]
+        # largest first, so one big repository does not start last and run alone (scheduling only)
+        todo.sort(key=lambda t: (-self.task_bytes[t["index"]], t["index"]))
+        ex.run(fn, todo, desc=f"data {name}")
+        return stage_dir
+
+    def _dedup(self, clean_dir: Path, n_tasks: int) -> Path:
+        path = self.task_dir / "dedup.json"
+        if path.is_file():
+            return path
+        items = []
+        for i in range(n_tasks):
+            meta = json.loads((clean_dir / f"{task_name(i)}.meta.json").read_text())
+            sigs = np.load(clean_dir / f"{task_name(i)}.sig.npy")
+            for (repo, p, sha, has_sig), sig in zip(meta["items"], sigs):
+                items.append((repo, p, sha, sig if has_sig else None))
+        with tqdm(total=len(items), desc="data dedup", unit="file", leave=False) as bar:
+            dropped = find_duplicates(items, progress=bar)
+        stats = Stats()
+        for reason in dropped.values():
+            stats.drop(reason)
+        atomic_write_json(path, {"dropped": sorted([r, p, why] for (r, p), why in dropped.items()),
+                                 "stats": stats.to_dict()})
+        return path
+
+    def _pack(self, clean_dir: Path, dedup_file: Path, tok_dir: Path, n_tasks: int) -> dict:
+        stats = Stats()
+        tokens: dict[str, int] = {}
+        for i in range(n_tasks):
+            stats.merge(json.loads((clean_dir / f"{task_name(i)}.meta.json").read_text())["stats"])
+            meta = json.loads((tok_dir / f"{task_name(i)}.meta.json").read_text())
+            stats.merge(meta["stats"])
+            tokens.update(meta["tokens"])
+        stats.merge(json.loads(dedup_file.read_text())["stats"])
+        repos = sorted(r for r, n in tokens.items() if n > 0)
+        if not repos:
+            raise ValueError("every file was filtered out: nothing to write (see the drop counts with a larger input)")
+        train, val = split_repositories(repos, self.cfg.val_fraction)
+        remove_shards(self.out)
+        splits = {}
+        for split, names in (("train", train), ("val", val)):
+            # a seeded shuffle of repositories, independent of how they were computed
+            names = sorted(names, key=lambda r: hashlib.sha256(f"{self.cfg.seed}\0{r}".encode()).hexdigest())
+            writer = ShardWriter(self.out, split, self.cfg.seq_len, self.tokenizer.pad_id,
+                                 self.cfg.sequences_per_shard)
+            for r in tqdm(names, desc=f"data pack {split}", unit="repo", leave=False):
+                writer.add_document(np.load(tok_dir / f"{repo_key(r)}.npy"))
+            shards = writer.close()
+            splits[split] = {
+                "shards": shards,
+                "num_sequences": sum(s["num_sequences"] for s in shards),
+                "num_tokens": writer.num_real_tokens,
+                "num_documents": writer.num_documents,
+                "num_repositories": len(names),
+            }
+        splits["val"]["repositories"] = sorted(val)
+        manifest = {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION,
+            "seq_len": self.cfg.seq_len, "dtype": "uint32", "byte_order": "little",
+            "pad_id": self.tokenizer.pad_id, "bos_id": self.tokenizer.bos_id, "eos_id": self.tokenizer.eos_id,
+            "splits": splits,
+            "config": self.settings, "seed": self.cfg.seed, "code_version": self.version,
+            "tokenizer": {"dir": "tokenizer", "file": self.tok_file.name, "sha256": _file_sha(self.tok_file),
+                          "vocab_size": self.tokenizer.vocab_size},
+            "decontamination": {"data_dir_used": self.data_dir is not None},
+            "validation": {"rule": "repository-level: sha256(repo name) as a number in [0,1) < val_fraction; "
+                                   "with 2+ repositories at least one in val and one in train",
+                           "val_fraction": self.cfg.val_fraction},
+            "packing": {"document": "a repository pack (<bos> files joined by <|file_separator|> <eos>)",
+                        "policy": "concatenate in seeded repository order, cut into seq_len windows; "
+                                  "a cut document continues as a new segment; the last sequence is padded"},
+            "stats": stats.to_dict(), "dropped": stats.dropped(),
+            "work_fingerprint": self.fingerprint,
+        }
+        self._copy_tokenizer()
+        atomic_write_json(self.out / MANIFEST, manifest)
+        return manifest
+
+    def _copy_tokenizer(self) -> None:
+        """OUT/tokenizer/: the tokenizer the shards were made with (for inspect and training)."""
+        dest = self.out / "tokenizer"
+        dest.mkdir(exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+            src = self.tok_file.parent / name
+            if src.is_file():
+                atomic_write_bytes(dest / name, src.read_bytes())
+
+
+def prepare(cfg: PrepareConfig, executor: ExecutorConfig | None = None) -> dict:
+    """Run (or resume) the whole pipeline; returns the manifest."""
+    return Preparation(cfg, executor or ExecutorConfig()).run()

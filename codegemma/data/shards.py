@@ -1,0 +1,194 @@
+"""Token shards on disk: the one format between `codegemma data prepare` and the trainer.
+
+Layout of an output directory (all little-endian):
+
+    manifest.json                 written last (atomically): its presence means the data set is complete
+    train-00000.tokens.bin        uint32 tokens, exactly num_sequences * seq_len of them
+    train-00000.index.npy         int64 [num_segments, 2]: (start, length) token offsets inside the shard
+                                  of each document piece; tokens covered by no piece are padding
+    val-00000.tokens.bin / .index.npy   the held-out split, same format
+
+A "document" (attention-masking unit) is a piece of one repository pack that lies inside one
+sequence: `ShardReader[i]` numbers the pieces of sequence i as segments 0, 1, 2, ... and gives
+padding the segment id -1. The trainer forbids attention across segments.
+
+The manifest holds: format/version, seq_len, dtype, per-split shard list and counts, the pipeline
+config, seed, code version, tokenizer identity, filter/drop statistics and the validation-split
+rule. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_NAME = "codegemma-token-shards"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+MANIFEST = "manifest.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so a reader sees either the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+class ShardWriter:
+    """Packs a stream of documents (token arrays) into fixed-length sequences and shards.
+
+    Policy: documents are concatenated in the order given and cut into `seq_len` windows, so a
+    long document continues in the next sequence (as a new segment there). Only the last sequence
+    of the split is padded (with `pad_id`, segment -1). Each shard holds `sequences_per_shard`
+    sequences (the last shard may hold fewer).
+    """
+
+    def __init__(self, out_dir: Path, split: str, seq_len: int, pad_id: int,
+                 sequences_per_shard: int = 1024):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+        self.out_dir = Path(out_dir)
+        self.split = split
+        self.seq_len = int(seq_len)
+        self.pad_id = int(pad_id)
+        self.tokens_per_shard = self.seq_len * int(sequences_per_shard)
+        self.shards: list[dict] = []
+        self.num_documents = 0
+        self.num_real_tokens = 0
+        self._buf = np.empty(self.tokens_per_shard, dtype=np.uint32)
+        self._fill = 0                      # tokens in _buf
+        self._segments: list[tuple[int, int]] = []   # (start, length) in the current shard
+        self._fh = None
+        self._tmp: Path | None = None
+
+    def add_document(self, tokens: np.ndarray) -> None:
+        """Append one document; it is split across sequence (and shard) boundaries as needed."""
+        tokens = np.asarray(tokens, dtype=np.uint32)
+        if tokens.size == 0:
+            return
+        self.num_documents += 1
+        self.num_real_tokens += int(tokens.size)
+        pos = 0
+        while pos < tokens.size:
+            room_seq = self.seq_len - (self._fill % self.seq_len)
+            take = min(room_seq, tokens.size - pos)
+            self._buf[self._fill:self._fill + take] = tokens[pos:pos + take]
+            self._segments.append((self._fill, take))
+            self._fill += take
+            pos += take
+            if self._fill == self.tokens_per_shard:
+                self._flush_shard()
+
+    def close(self) -> list[dict]:
+        """Pad the last sequence, write the last shard, return the shard entries for the manifest."""
+        if self._fill % self.seq_len:
+            pad = self.seq_len - self._fill % self.seq_len
+            self._buf[self._fill:self._fill + pad] = self.pad_id
+            self._fill += pad
+        if self._fill:
+            self._flush_shard()
+        return self.shards
+
+    def _flush_shard(self) -> None:
+        name = f"{self.split}-{len(self.shards):05d}"
+        tok_path = self.out_dir / f"{name}.tokens.bin"
+        idx_path = self.out_dir / f"{name}.index.npy"
+        atomic_write_bytes(tok_path, self._buf[:self._fill].astype("<u4").tobytes())
+        index = np.asarray(self._segments, dtype=np.int64).reshape(-1, 2)
+        tmp = idx_path.with_name(f".{idx_path.name}.tmp{os.getpid()}.npy")
+        np.save(tmp, index)
+        os.replace(tmp, idx_path)
+        self.shards.append({
+            "tokens": tok_path.name,
+            "index": idx_path.name,
+            "num_sequences": self._fill // self.seq_len,
+            "num_segments": len(self._segments),
+        })
+        self._fill = 0
+        self._segments = []
+
+
+class ShardReader:
+    """Random access to packed sequences: `reader[i] -> (tokens uint32 [seq_len], segment_ids int32 [seq_len])`.
+
+    Shards are memory-mapped, so opening is cheap and many loader workers can share the files.
+    """
+
+    def __init__(self, directory, split: str = "train"):
+        self.directory = Path(directory)
+        path = self.directory / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {self.directory} is not a finished data set "
+                f"(run `codegemma data prepare --out {self.directory} ...` to completion)")
+        with open(path) as fh:
+            self.manifest: dict = json.load(fh)
+        if self.manifest.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path} is not a {FORMAT_NAME} manifest")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.split = split
+        self.seq_len: int = int(self.manifest["seq_len"])
+        self.pad_id: int = int(self.manifest.get("pad_id", 0))
+        shards = self.manifest["splits"][split]["shards"]
+        counts = [int(s["num_sequences"]) for s in shards]
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._shards = shards
+        self._tokens: list[np.ndarray | None] = [None] * len(shards)
+        self._index: list[np.ndarray | None] = [None] * len(shards)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _open(self, k: int):
+        if self._tokens[k] is None:
+            entry = self._shards[k]
+            self._tokens[k] = np.memmap(self.directory / entry["tokens"], dtype="<u4", mode="r")
+            self._index[k] = np.load(self.directory / entry["index"], mmap_mode="r")
+        return self._tokens[k], self._index[k]
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sequence {i} out of range for {n} sequences ({self.split})")
+        k = int(np.searchsorted(self._starts, i, side="right") - 1)
+        tokens, index = self._open(k)
+        lo = (i - int(self._starts[k])) * self.seq_len
+        hi = lo + self.seq_len
+        seq = np.array(tokens[lo:hi], dtype=np.uint32)
+        seg = np.full(self.seq_len, -1, dtype=np.int32)
+        # Pieces never straddle a sequence boundary, so those starting in [lo, hi) are this sequence's.
+        starts = index[:, 0]
+        a = int(np.searchsorted(starts, lo, side="left"))
+        b = int(np.searchsorted(starts, hi, side="left"))
+        for s, (start, length) in enumerate(np.asarray(index[a:b])):
+            seg[start - lo:start - lo + length] = s
+        return seq, seg
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+def remove_shards(directory: Path) -> None:
+    """Delete shard files and the manifest of a previous (possibly partial) pack in `directory`."""
+    directory = Path(directory)
+    for pattern in ("*.tokens.bin", "*.index.npy", MANIFEST):
+        for p in directory.glob(pattern):
+            p.unlink()

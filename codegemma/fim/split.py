@@ -1,0 +1,142 @@
+"""Training-time FIM split: where to cut a file into prefix / middle / suffix.
+
+The report says CodeGemma chooses split points so the suffix starts at a syntactically natural
+place, rather than Bavarian et al.'s uniformly random character positions. Ours:
+
+- Parse the file once with tree-sitter. If it does not parse cleanly (an ERROR node anywhere, an
+  unknown language, or no grammar available), fall back to two uniform random character cuts.
+- Otherwise walk down from the root, at each level choosing a named child at random with
+  probability proportional to sqrt(its size) (big nodes are likelier, small ones still get
+  picked). At a node no larger than `max_middle` the walk stops with probability `stop_prob`
+  (or always, at a leaf) and the middle is that node, extended over each following named sibling
+  with probability `extend_prob` while it fits. The middle is therefore a run of whole sibling
+  nodes: it starts where a node starts (after its indentation, like an IDE cursor) and the suffix
+  starts exactly where a node ends.
+- max_middle = max(32, half the file) bytes, so the middle never swallows the whole file.
+
+The walk touches one path of the tree (depth x branching), not every node, so the cost is
+dominated by the C parse.
+
+Grammars: from tree_sitter_language_pack (0.x bundles them; pinned <1 in pyproject because 1.x
+downloads them at run time), else from the per-language `tree_sitter_<lang>` wheels if installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+
+# language -> (module, function) of the per-language grammar wheels
+_GRAMMAR_MODULES = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "java": ("tree_sitter_java", "language"),
+    "kotlin": ("tree_sitter_kotlin", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+    "c_sharp": ("tree_sitter_c_sharp", "language"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+}
+_PACK_NAMES = {"c_sharp": "csharp"}
+
+
+@dataclass(frozen=True)
+class FimSplit:
+    prefix: str
+    middle: str
+    suffix: str
+    syntactic: bool     # False when the character-level fallback was used
+
+
+class ParserCache:
+    """tree-sitter parsers by language, created on first use (per process: parsers are not picklable)."""
+
+    def __init__(self):
+        self._parsers: dict[str, object | None] = {}
+        self.errors: dict[str, str] = {}
+
+    def get(self, language: str | None):
+        if not language:
+            return None
+        if language not in self._parsers:
+            self._parsers[language] = self._load(language)
+        return self._parsers[language]
+
+    def _load(self, language: str):
+        try:
+            from tree_sitter import Language, Parser
+        except ImportError as exc:   # no tree-sitter at all: every file uses the character fallback
+            self.errors[language] = f"tree_sitter: {exc}"
+            return None
+        pack_name = _PACK_NAMES.get(language, language)
+        try:
+            import tree_sitter_language_pack as pack
+
+            return pack.get_parser(pack_name)      # 0.x: bundled grammars (the pinned version)
+        except Exception as exc:  # 1.x offline (it downloads grammars), or a language it lacks
+            self.errors[language] = f"tree_sitter_language_pack: {exc}"
+        mod_name, fn = _GRAMMAR_MODULES.get(language, (None, None))
+        if mod_name:
+            try:
+                mod = importlib.import_module(mod_name)
+                return Parser(Language(getattr(mod, fn)()))
+            except ImportError as exc:
+                self.errors[language] = f"no tree-sitter grammar for {language}: {self.errors.get(language)}; {exc}"
+        return None
+
+
+def char_split(text: str, rng: np.random.Generator) -> FimSplit:
+    """Bavarian et al.: two uniformly random cut points over the characters."""
+    i, j = sorted(int(x) for x in rng.integers(0, len(text) + 1, size=2))
+    return FimSplit(text[:i], text[i:j], text[j:], False)
+
+
+class FimSplitter:
+    def __init__(self, stop_prob: float = 0.35, extend_prob: float = 0.3, parsers: ParserCache | None = None):
+        self.stop_prob = stop_prob
+        self.extend_prob = extend_prob
+        self.parsers = parsers or ParserCache()
+
+    def split(self, text: str, language: str | None, rng: np.random.Generator) -> FimSplit:
+        """Split `text` (source in `language`) into prefix/middle/suffix; see the module doc."""
+        parser = self.parsers.get(language)
+        if parser is None or not text:
+            return char_split(text, rng)
+        data = text.encode("utf-8")
+        root = parser.parse(data).root_node
+        if root.has_error or root.named_child_count == 0:
+            return char_split(text, rng)
+        start, end = self._pick_span(root, len(data), rng)
+        return FimSplit(data[:start].decode("utf-8"), data[start:end].decode("utf-8"),
+                        data[end:].decode("utf-8"), True)
+
+    def _pick_span(self, root, size: int, rng: np.random.Generator) -> tuple[int, int]:
+        max_middle = max(32, size // 2)
+        node = root
+        while True:
+            kids = [c for c in node.named_children if c.end_byte > c.start_byte]
+            if not kids:
+                return node.start_byte, node.end_byte
+            sizes = np.array([c.end_byte - c.start_byte for c in kids], dtype=np.float64)
+            weights = np.sqrt(sizes)
+            k = int(rng.choice(len(kids), p=weights / weights.sum()))
+            child = kids[k]
+            small = sizes[k] <= max_middle
+            is_leaf = child.named_child_count == 0
+            if small and (is_leaf or rng.random() < self.stop_prob):
+                start, end = child.start_byte, child.end_byte
+                j = k + 1
+                while j < len(kids) and rng.random() < self.extend_prob and kids[j].end_byte - start <= max_middle:
+                    end = kids[j].end_byte
+                    j += 1
+                return start, end
+            if is_leaf:
+                # a single leaf bigger than max_middle (e.g. a huge string): a cut inside it is
+                # no better than the character fallback, so cut at its boundaries instead
+                return child.start_byte, child.start_byte
+            node = child

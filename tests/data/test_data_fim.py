@@ -1,0 +1,133 @@
+"""FIM: syntactic split points, the character fallback, rates, and decoding back to the file."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from codegemma.data.document import Document, Stats
+from codegemma.data.packing import FimConfig, RepositoryPacker
+from codegemma.fim.format import FILE_SEPARATOR, parse_fim
+from codegemma.fim.split import FimSplitter, char_split
+from codegemma.tokenizer import Tokenizer
+
+PY = '''import os
+
+
+def area(w, h):
+    """Area of a rectangle."""
+    if w < 0 or h < 0:
+        raise ValueError("negative")
+    return w * h
+
+
+class Box:
+    def __init__(self, w, h):
+        self.w = w
+        self.h = h
+
+    def size(self):
+        return area(self.w, self.h)
+'''
+
+
+def _require_grammar(language: str) -> None:
+    # grammars come from tree_sitter_language_pack (downloads) or the tree_sitter_<lang> wheels
+    if FimSplitter().parsers.get(language) is None:
+        pytest.skip(f"no tree-sitter grammar for {language} here (pip install tree-sitter-{language.replace('_', '-')})")
+
+
+def _node_boundaries(text: str, language: str) -> tuple[set, set]:
+    parser = FimSplitter().parsers.get(language)
+    tree = parser.parse(text.encode())
+    starts, ends = set(), set()
+    stack = [tree.root_node]
+    while stack:
+        n = stack.pop()
+        starts.add(n.start_byte)
+        ends.add(n.end_byte)
+        stack.extend(n.children)
+    return starts, ends
+
+
+@pytest.mark.parametrize("language,text", [
+    ("python", PY),
+    ("go", "package m\n\nfunc Add(a int, b int) int {\n\tc := a + b\n\treturn c\n}\n"),
+    ("java", "class A {\n  int f(int x) {\n    int y = x * 2;\n    return y + 1;\n  }\n}\n"),
+    ("rust", "fn add(a: i32, b: i32) -> i32 {\n    let c = a + b;\n    c * 2\n}\n"),
+    ("typescript", "export function f(x: number): number {\n  const y = x * 2;\n  return y;\n}\n"),
+])
+def test_middle_is_whole_nodes_and_suffix_starts_at_a_node_end(language, text):
+    _require_grammar(language)
+    splitter = FimSplitter()
+    starts, ends = _node_boundaries(text, language)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        s = splitter.split(text, language, rng)
+        assert s.syntactic
+        assert s.prefix + s.middle + s.suffix == text
+        cut1, cut2 = len(s.prefix.encode()), len((s.prefix + s.middle).encode())
+        assert cut1 in starts and cut2 in ends
+        assert s.middle.strip() or not s.middle
+
+
+def test_unparsable_files_use_the_character_fallback():
+    _require_grammar("python")
+    splitter = FimSplitter()
+    rng = np.random.default_rng(1)
+    broken = "def f(:\n    return )(\n"
+    s = splitter.split(broken, "python", rng)
+    assert not s.syntactic and s.prefix + s.middle + s.suffix == broken
+    s = splitter.split("some text", None, rng)
+    assert not s.syntactic and s.prefix + s.middle + s.suffix == "some text"
+    c = char_split("abcdef", np.random.default_rng(2))
+    assert c.prefix + c.middle + c.suffix == "abcdef"
+
+
+def test_fim_rate_and_spm_share_within_bounds(corpus_tokenizer):
+    tok = Tokenizer.load(corpus_tokenizer)
+    n = 1500
+    docs = [Document("r", f"m{i:04d}.py", f"def f{i}(x):\n    return x + {i}\n", "python") for i in range(n)]
+    for fim_rate, spm_rate in ((0.9, 0.5), (0.5, 0.2)):
+        stats = Stats()
+        RepositoryPacker(tok, FimConfig(fim_rate, spm_rate), seed=7).render(docs, stats)
+        fim = stats.counts["count/fim_psm"] + stats.counts["count/fim_spm"]
+        assert fim + stats.counts["count/plain_files"] == n
+        # 5 standard deviations of the binomial: fails by chance with probability < 1e-6
+        assert abs(fim - n * fim_rate) < 5 * math.sqrt(n * fim_rate * (1 - fim_rate))
+        spm = stats.counts["count/fim_spm"]
+        assert abs(spm - fim * spm_rate) < 5 * math.sqrt(fim * spm_rate * (1 - spm_rate))
+
+
+def test_every_fim_document_decodes_back_to_its_file(corpus_tokenizer):
+    _require_grammar("python")
+    tok = Tokenizer.load(corpus_tokenizer)
+    files = {f"pkg/mod{i}.py": PY.replace("area", f"area{i}") for i in range(30)}
+    files["pkg/notes.go"] = "package pkg\n\nfunc Broken( {\n"          # does not parse: fallback
+    docs = [Document("repo", p, t, "go" if p.endswith(".go") else "python") for p, t in files.items()]
+    stats = Stats()
+    tokens = RepositoryPacker(tok, FimConfig(0.9, 0.5), seed=1).pack(docs, stats)
+    assert tokens[0] == tok.bos_id and tokens[-1] == tok.eos_id
+    text = tok.decode(tokens[1:-1].tolist())
+    seen = {}
+    for chunk in text.split(FILE_SEPARATOR):
+        if "<|fim_prefix|>" in chunk:
+            f = parse_fim(chunk)
+            body = f["prefix"] + f["middle"] + f["suffix"] if f["mode"] == "psm" else f["prefix_and_middle"] + f["suffix"]
+            seen[f["path"]] = body
+        else:
+            path, _, body = chunk.partition("\n")
+            seen[path] = body
+    assert seen == files
+    assert stats.counts["count/fim_syntactic"] >= 20
+
+
+def test_same_seed_same_tokens_whatever_the_file_order(corpus_tokenizer):
+    tok = Tokenizer.load(corpus_tokenizer)
+    docs = [Document("repo", f"m{i}.py", PY.replace("area", f"a{i}"), "python") for i in range(8)]
+    a = RepositoryPacker(tok, FimConfig(), seed=5).pack(docs, Stats())
+    b = RepositoryPacker(tok, FimConfig(), seed=5).pack(list(reversed(docs)), Stats())
+    c = RepositoryPacker(tok, FimConfig(), seed=6).pack(docs, Stats())
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
