@@ -110,8 +110,10 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
 
     model, config = load_model(model_dir, device=device, dtype=dtype)
     tokenizer = Tokenizer.load(model_dir)
+    # warmup: compile/capture the decode step for every batch size before the first request
+    # (a no-op on CPU), so no editor keystroke waits for torch.compile.
     engine = Engine(model, tokenizer, max_slots=max_slots, max_queue=max_queue, max_seq_len=max_seq_len,
-                    device=device)
+                    device=device, warmup=True)
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir))
 
