@@ -95,11 +95,14 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def _print_stream(deltas) -> None:
+def _print_stream(deltas) -> str:
+    text = ""
     for delta in deltas:
         _write(delta)
+        text += delta
     if sys.stdout.isatty():
         _write("\n")
+    return text
 
 
 def _run_generate(args) -> int:
@@ -150,8 +153,12 @@ def _run_complete(args) -> int:
         raise ValueError("nothing to complete: give --prefix TEXT [--suffix TEXT] or FILE:LINE:COL")
     context = [(_rel(f), _read(f)) for f in args.context]
     with _load(args) as cg:
-        _print_stream(cg.complete(prefix, suffix, mode=args.mode, path=path, context=context, stream=True,
-                                  **_sampling(args)))
+        middle = _print_stream(cg.complete(prefix, suffix, mode=args.mode, path=path, context=context,
+                                           stream=True, **_sampling(args)))
+    if not middle:
+        # stdout holds only the middle; say on stderr why there is nothing, so it is not mistaken for a hang
+        print("(empty middle: the model ended the infill at once; a random model from `codegemma init` "
+              "does this — use a trained checkpoint for real completions)", file=sys.stderr)
     return 0
 
 
