@@ -15,18 +15,36 @@ REPLACEMENT = "\ufffd"
 
 
 class IncrementalDetokenizer:
+    """Deltas whose concatenation is exactly `tokenizer.decode(ids)`.
+
+    A run of byte-fallback tokens is released only once a non-byte token follows it (or at
+    flush): tokenizers decode an invalid run as one U+FFFD per byte, even where a prefix of the run
+    was a valid character, so decoding a run piecewise could differ from decoding it whole. Every
+    window therefore starts after a non-byte token, where decoding is context-free.
+    """
+
     def __init__(self, tokenizer):
         self._tok = tokenizer
         self.ids: list[int] = []
         self._prefix = 0  # window start: tokens before it are final
         self._read = 0  # tokens before it have been released as text
+        self._byte_ids: dict[int, bool] = {}
 
     def _decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=False)
 
+    def _is_byte(self, token_id: int) -> bool:
+        known = self._byte_ids.get(token_id)
+        if known is None:
+            piece = self._tok.id_to_piece(token_id) or ""
+            known = self._byte_ids[token_id] = len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
+        return known
+
     def add(self, token_id: int) -> str:
         """Append one id; return the newly complete text (may be "")."""
         self.ids.append(token_id)
+        if self._is_byte(token_id):
+            return ""  # the byte run may still grow
         prefix_text = self._decode(self.ids[self._prefix:self._read])
         new_text = self._decode(self.ids[self._prefix:])
         if len(new_text) > len(prefix_text) and not new_text.endswith(REPLACEMENT):

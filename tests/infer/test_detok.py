@@ -37,3 +37,25 @@ def test_stop_strings_find_and_holdback():
     assert stops.holdback("fooa") == 1
     assert stops.holdback("foo") == 0
     assert not StopStrings(())
+
+
+def test_stream_equals_whole_decode_on_byte_runs(small_tokenizer_dir):
+    """Random byte-fallback runs (valid, invalid, mixed with text) stream to exactly decode(ids)."""
+    import random
+
+    from codegemma.infer.detok import IncrementalDetokenizer
+    from codegemma.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(small_tokenizer_dir)
+    byte_ids = [tok.backend.token_to_id(f"<0x{b:02X}>") for b in range(256)]
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = []
+        for _ in range(rng.randint(1, 12)):
+            ids += rng.sample(byte_ids, rng.randint(1, 4)) if rng.random() < 0.5 else \
+                [rng.randrange(109 + 256, tok.vocab_size)]
+            if rng.random() < 0.2:
+                ids += tok.encode("é€😀")
+        d = IncrementalDetokenizer(tok)
+        text = "".join(d.add(i) for i in ids) + d.flush()
+        assert text == tok.decode(ids), ids
