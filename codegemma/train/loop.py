@@ -105,7 +105,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     torch.manual_seed(cfg.seed)
     data = build_data(cfg, model_config(cfg).max_position_embeddings)  # data errors before a slow load
     accum, batch_tokens = _geometry(cfg, data.seq_len, rt)
-    model, config = build_model(cfg, rt)
+    model, config = build_model(cfg, rt, data.tokenizer_dir)
     compute_dtype = resolve_precision(cfg.precision, rt.device)
     masks = mask_kind(cfg.doc_mask, rt.device, cfg.compile)
 

@@ -97,9 +97,21 @@ def model_config(cfg: TrainConfig):
     return get_preset(cfg.preset)
 
 
-def build_model(cfg: TrainConfig, rt: Runtime):
-    """(Gemma with fp32 master weights, its GemmaConfig), on this process's device unless sharded later."""
+def preset_config(name: str, tokenizer_dir: Path | None):
+    """A preset's shape with the vocabulary of the tokenizer the data was made with: a model trained
+    from scratch is sized to its tokenizer (the debug preset's 512 fits only `codegemma init`'s)."""
     from codegemma.model.config import get_preset
+
+    config = get_preset(name)
+    if tokenizer_dir is not None:
+        from codegemma.tokenizer import Tokenizer
+
+        config = config.replace(vocab_size=Tokenizer.load(tokenizer_dir).vocab_size)
+    return config
+
+
+def build_model(cfg: TrainConfig, rt: Runtime, tokenizer_dir: Path | None = None):
+    """(Gemma with fp32 master weights, its GemmaConfig), on this process's device unless sharded later."""
     from codegemma.model.transformer import Gemma
 
     # With FSDP2 the full model is built on the CPU and fully_shard moves each process's shard.
@@ -109,7 +121,7 @@ def build_model(cfg: TrainConfig, rt: Runtime):
 
         model, config = load_model(cfg.init, device=home, dtype=torch.float32)
     else:
-        config = get_preset(cfg.preset)
+        config = preset_config(cfg.preset, tokenizer_dir)
         with torch.device(home):
             model = Gemma(config)
         model.init_weights(cfg.seed)
