@@ -125,3 +125,14 @@ def test_accumulation_equals_one_big_micro_batch(tmp_path, shards):
     for a, b in zip(runs[4], runs[1]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+
+
+def test_a_preset_takes_the_vocabulary_of_the_data_tokenizer(tmp_path):
+    from codegemma.tokenizer import save_tokenizer_files, train_bpe_tokenizer
+    from codegemma.train.setup import preset_config
+    from tests.conftest import SAMPLE_CODE
+
+    save_tokenizer_files(train_bpe_tokenizer([SAMPLE_CODE], 700), tmp_path)
+    config = preset_config("debug", tmp_path)
+    assert config.vocab_size == 700 and config.hidden_size == preset_config("debug", None).hidden_size
+    assert preset_config("debug", None).vocab_size == 512
