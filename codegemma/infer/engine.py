@@ -16,15 +16,17 @@ import time
 from dataclasses import asdict
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
 from codegemma.fim.format import stop_token_ids
 from codegemma.infer.detok import IncrementalDetokenizer, StopStrings
-from codegemma.infer.graphs import DecodeRunner
+from codegemma.infer.fuse import fuse_projections
+from codegemma.infer.graphs import MASKED_SDPA_BACKENDS, DecodeRunner
 from codegemma.infer.prefix import SlotTable
 from codegemma.infer.requests import (Completion, EngineError, EngineStats, QueueFullError, RequestHandle,
                                       StreamEvent)
 from codegemma.infer.sampling import SamplingParams, make_generator, sample
+from codegemma.infer.speculate import Drafter
 from codegemma.model.cache import KVCache
 
 __all__ = ["Engine", "SamplingParams", "Completion", "StreamEvent", "RequestHandle", "QueueFullError",
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 # Prefill attention uses a mask (a prompt continues a cached prefix); on Hopper PyTorch would pick
 # cuDNN's kernel, which builds a new plan for every new (prompt, context) length: tens of ms per
 # request. The memory-efficient kernel takes any mask with no per-shape setup.
-_PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_PREFILL_BACKENDS = MASKED_SDPA_BACKENDS
 
 
 class _Request:
@@ -56,6 +58,7 @@ class _Request:
         self.next_token: int | None = None  # sampled but not yet fed to the model
         self.history: torch.Tensor | None = None  # prompt + generated ids, for repetition penalty
         self.slot = None
+        self.drafter: Drafter | None = None  # speculative decoding state (greedy requests only)
         self.cached_tokens = 0
         self.cancelled = False
         self.t_submit = time.perf_counter()
@@ -121,13 +124,18 @@ class _Request:
 class Engine:
     def __init__(self, model, tokenizer, *, max_slots: int = 8, max_seq_len: int | None = None,
                  device=None, compile: bool | str | None = None, max_queue: int = 256,
-                 prefill_chunk: int = 2048, warmup: bool = False, compile_prefill: bool = False):
+                 prefill_chunk: int = 2048, warmup: bool = False, compile_prefill: bool = False,
+                 speculate: int = 15, fuse: bool | None = None):
         """`compile`: None = CUDA graphs + torch.compile on GPU, eager on CPU; True = the same;
         False/"eager"; "graphs" = CUDA graphs of the eager kernels; "compile" = compile + graphs.
         `warmup`: compile and capture the decode step for every batch bucket now (a server does
         this at start-up) instead of when a batch size first occurs. `compile_prefill` (compile
         mode only): run prefill through the compiled model too (fewer kernel launches: short
-        prefills, such as a keystroke after a prefix-cache hit, are launch-bound when eager)."""
+        prefills, such as a keystroke after a prefix-cache hit, are launch-bound when eager).
+        `speculate`: most draft tokens verified per pass for greedy requests (drafts come from the
+        slot's previous prompt and completion and from the request's own text, see
+        infer/speculate.py; output is unchanged); 0 = off. `fuse`: q/k/v and gate/up weights as
+        single matmuls (infer/fuse.py, in place, no extra weight memory); None = on GPU only."""
         if max_slots < 1:
             raise ValueError(f"max_slots must be >= 1, got {max_slots}")
         param = next(model.parameters())
@@ -141,6 +149,11 @@ class Engine:
         self.max_slots = max_slots
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
+        if speculate < 0:
+            raise ValueError(f"speculate must be >= 0 (0 = off), got {speculate}")
+        if fuse or (fuse is None and self.device.type == "cuda"):
+            fuse_projections(self.model)  # idempotent: engines may share a model
+        self.speculate = speculate
         if tokenizer.vocab_size > self.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                              f"{self.config.vocab_size}: they do not belong together")
@@ -154,7 +167,8 @@ class Engine:
         else:
             mode = str(compile)
         self.decode_mode = mode
-        self.runner = DecodeRunner(self.model, self.cache, scratch_slot=max_slots, max_batch=max_slots, mode=mode)
+        self.runner = DecodeRunner(self.model, self.cache, scratch_slot=max_slots, max_batch=max_slots, mode=mode,
+                                   spec_len=speculate)
         self._prefill_fn = self.runner._fn if (compile_prefill and mode == "compile") else self.model
         self.stop_ids = set(stop_token_ids(tokenizer))
 
@@ -319,6 +333,8 @@ class Engine:
 
     def _finish(self, req: _Request, outcome) -> None:
         reason, stop_text, stop_id = outcome
+        if req.generated:  # the next request in this slot may draft from this one
+            req.slot.prev_prompt, req.slot.prev_output = req.prompt, list(req.generated)
         if req.handle._finish(req.completion(reason, stop_text, stop_id)):
             with self._lock:
                 self._stats.requests_finished += 1
@@ -333,6 +349,8 @@ class Engine:
         if gen_tokens and start == len(req.prompt):
             start -= 1  # the last prompt token must be run again to get the next-token logits
         req.cached_tokens = start
+        if self.speculate and gen_tokens and req.params.greedy and req.params.repetition_penalty == 1.0:
+            req.drafter = Drafter(req.prompt, slot.prev_prompt, slot.prev_output)
         with self._lock:
             self._stats.prompt_tokens += len(req.prompt)
             self._stats.prefill_tokens += len(req.prompt) - start
@@ -370,6 +388,8 @@ class Engine:
             self._stats.tokens_generated += 1
         if req.cancelled:
             return
+        if req.drafter is not None:
+            req.drafter.add(tid)
         outcome = req.add_token(tid)
         if outcome is not None:
             self._finish(req, outcome)
@@ -378,6 +398,50 @@ class Engine:
 
     @torch.inference_mode()
     def _decode(self, reqs: list[_Request]) -> None:
+        """One step for every active request: rows with a draft are verified together in one
+        multi-token pass, the others take a plain one-token step."""
+        plain, spec = reqs, []
+        if self.speculate:
+            plain = []
+            for r in reqs:
+                d = self._draft(r) if len(spec) < self.runner.max_verify_batch else []
+                (spec.append((r, d)) if d else plain.append(r))
+        if plain:
+            self._decode_plain(plain)
+        if spec:
+            self._verify(spec)
+
+    def _draft(self, r: _Request) -> list[int]:
+        if r.drafter is None:
+            return []
+        pos = len(r.slot.tokens)
+        if pos + self.speculate >= self.max_seq_len:  # verify pads rows to speculate + 1 positions
+            return []
+        room = r.params.max_new_tokens - len(r.generated) - 1  # the pass also yields one token more
+        return r.drafter.draft(min(self.speculate, room))
+
+    def _verify(self, spec: list[tuple[_Request, list[int]]]) -> None:
+        rows = [[r.next_token] + d for r, d in spec]
+        ids = self.runner.verify(rows, [len(r.slot.tokens) for r, _ in spec], [r.slot.index for r, _ in spec])
+        accepted_total = 0
+        for (r, d), row, greedy in zip(spec, rows, ids):
+            m = 0  # drafts confirmed: greedy[i] is the token after row[i], so d[i] == greedy[i]
+            while m < len(d) and d[m] == greedy[m]:
+                m += 1
+            r.slot.tokens.extend(row[:m + 1])  # their keys/values are now valid in the cache
+            r.drafter.verified(m)
+            accepted_total += m
+            for t in greedy[:m + 1]:
+                self._accept(r, t)
+                if r.handle.done or r.cancelled:
+                    break
+        with self._lock:
+            self._stats.decode_steps += 1
+            self._stats.spec_steps += 1
+            self._stats.spec_draft_tokens += sum(len(d) for _, d in spec)
+            self._stats.spec_accepted_tokens += accepted_total
+
+    def _decode_plain(self, reqs: list[_Request]) -> None:
         tokens = [r.next_token for r in reqs]
         positions = [len(r.slot.tokens) for r in reqs]
         slots = [r.slot.index for r in reqs]

@@ -12,6 +12,13 @@ captured into CUDA graphs with static shapes and replayed:
   work of RMSNorm, RoPE and GeGLU into few kernels), then captures that; mode "graphs" captures
   the eager kernels. Graphs are captured lazily, one per (batch bucket, kv bucket), sharing one
   memory pool (safe: the logits of one replay are consumed before the next replay).
+
+`verify` is the multi-token step of speculative decoding: each row feeds its next token plus up to
+`spec_len` draft tokens at consecutive positions and gets the greedy (argmax) id after each one.
+On GPU it is captured too, with a static length spec_len + 1 (rows padded by repeating their last
+token at the following positions: those cache entries lie past the row's valid tokens and are
+overwritten before they are ever attended). It captures the eager model even in compile mode, so
+a new query length never triggers a torch.compile recompile while serving.
 """
 
 from __future__ import annotations
@@ -19,10 +26,15 @@ from __future__ import annotations
 import logging
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 log = logging.getLogger(__name__)
 
 MODES = ("eager", "graphs", "compile")
+
+# Attention with a mask and several queries per row (prefill, verification): on Hopper PyTorch would
+# pick cuDNN, which builds a plan per new shape (tens of ms); the memory-efficient kernel needs none.
+MASKED_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _buckets(limit: int, start: int) -> list[int]:
@@ -36,7 +48,7 @@ def _buckets(limit: int, start: int) -> list[int]:
 
 class DecodeRunner:
     def __init__(self, model, cache, *, scratch_slot: int, max_batch: int, mode: str = "eager",
-                 min_kv_bucket: int = 256):
+                 min_kv_bucket: int = 256, spec_len: int = 0, max_verify_batch: int = 8):
         if mode not in MODES:
             raise ValueError(f"unknown decode mode {mode!r}; choose one of {MODES}")
         if mode != "eager" and not cache.k[0].is_cuda:
@@ -47,6 +59,10 @@ class DecodeRunner:
         self.kv_buckets = _buckets(cache.max_len, min(min_kv_bucket, cache.max_len))
         self.device = cache.k[0].device
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.spec_len = spec_len
+        self.max_verify_batch = min(max_verify_batch, max_batch)
+        self.verify_buckets = _buckets(self.max_verify_batch, 1)
+        self._vgraphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._fn = model
         if mode != "eager":
             if mode == "compile":
@@ -61,6 +77,12 @@ class DecodeRunner:
             self._host = torch.zeros(3, nb, dtype=torch.long).pin_memory()
             self._host_np = self._host.numpy()
             self._pool = torch.cuda.graph_pool_handle()
+            if spec_len > 0:
+                vb, t = self.verify_buckets[-1], spec_len + 1
+                self._vblock = torch.zeros(2, vb, t, dtype=torch.long, device=self.device)  # tokens, positions
+                self._vslots = torch.zeros(vb, dtype=torch.long, device=self.device)
+                self._vhost = torch.zeros(2 * vb * t + vb, dtype=torch.long).pin_memory()
+                self._vhost_np = self._vhost.numpy()
 
     @staticmethod
     def _bucket(buckets: list[int], n: int) -> int:
@@ -117,4 +139,68 @@ class DecodeRunner:
         return self._graphs[(bb, kb)]
 
     def num_graphs(self) -> int:
-        return len(self._graphs)
+        return len(self._graphs) + len(self._vgraphs)
+
+    # ---- speculative verification ------------------------------------------------------------------
+    @torch.inference_mode()
+    def verify(self, rows: list[list[int]], positions: list[int], slots: list[int]) -> list[list[int]]:
+        """rows[i] = [next token, draft...] (1 + at most spec_len ids) fed at positions[i], ... of
+        cache row slots[i] -> the greedy id after each fed token, len(rows[i]) per row. The caller
+        guarantees positions[i] + spec_len < cache length and len(rows) <= max_verify_batch."""
+        b = len(rows)
+        t = self.spec_len + 1 if self.mode != "eager" else max(len(r) for r in rows)
+        toks = [r + [r[-1]] * (t - len(r)) for r in rows]
+        pos = [[p + j for j in range(t)] for p in positions]
+        kv_need = max(positions) + t
+        if self.mode == "eager":
+            tt = torch.tensor(toks, device=self.device)
+            pp = torch.tensor(pos, device=self.device)
+            ss = torch.tensor(slots, device=self.device)
+            with sdpa_kernel(MASKED_SDPA_BACKENDS):
+                logits = self.model(tt, pp, cache=self.cache, slots=ss, kv_len=kv_need)
+            ids = logits.float().argmax(-1).tolist()  # as sample() picks greedy rows
+            return [row[:len(r)] for row, r in zip(ids, rows)]
+        bb = self._bucket(self.verify_buckets, b)
+        kb = self._bucket(self.kv_buckets, kv_need)
+        vb = self.verify_buckets[-1]
+        host = self._vhost_np
+        blk = host[:2 * vb * t].reshape(2, vb, t)
+        blk[0, :b], blk[1, :b] = toks, pos
+        blk[0, b:bb] = 0
+        blk[1, b:bb] = range(t)  # padding rows: positions 0.. of the scratch slot
+        host[2 * vb * t:2 * vb * t + b] = slots
+        host[2 * vb * t + b:2 * vb * t + bb] = self.scratch_slot
+        self._vblock.view(-1).copy_(self._vhost[:2 * vb * t], non_blocking=True)
+        self._vslots.copy_(self._vhost[2 * vb * t:], non_blocking=True)
+        graph = self._vgraphs.get((bb, kb))
+        if graph is None:
+            graph = self._capture_verify(bb, kb)
+        graph[0].replay()
+        ids = graph[1][:b].tolist()
+        return [row[:len(r)] for row, r in zip(ids, rows)]
+
+    def _verify_call(self, bb: int, kb: int) -> torch.Tensor:
+        with sdpa_kernel(MASKED_SDPA_BACKENDS):
+            logits = self.model(self._vblock[0, :bb], self._vblock[1, :bb], cache=self.cache,
+                                slots=self._vslots[:bb], kv_len=kb)
+        return logits.argmax(-1)  # [bb, T]; argmax of bf16 = argmax of its float values
+
+    def _capture_verify(self, bb: int, kb: int):
+        real = (self._vblock[:, :bb].clone(), self._vslots[:bb].clone())
+        t = self._vblock.shape[-1]
+        self._vblock[0, :bb].zero_()
+        self._vblock[1, :bb].copy_(torch.arange(t, device=self.device))
+        self._vslots[:bb].fill_(self.scratch_slot)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._verify_call(bb, kb)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self._verify_call(bb, kb)
+        self._vblock[:, :bb].copy_(real[0])
+        self._vslots[:bb].copy_(real[1])
+        self._vgraphs[(bb, kb)] = (graph, out)
+        log.info("captured verify graph batch=%d len=%d kv_len=%d", bb, t, kb)
+        return self._vgraphs[(bb, kb)]

@@ -32,6 +32,9 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # ids cached at positions 0..len-1
     request: object | None = None  # the request decoding here, None when idle
     last_used: int = 0  # a logical clock: higher = more recently used
+    # The last finished request's prompt and output ids: drafts for speculative decoding.
+    prev_prompt: list[int] | None = None
+    prev_output: list[int] | None = None
 
 
 class SlotTable:
@@ -49,11 +52,14 @@ class SlotTable:
         """Place `request` in the idle slot sharing the longest prefix with `prompt` (else the least
         recently used one). Returns the slot and the number of prompt tokens already cached there."""
         best: Slot | None = None
-        best_len = -1
+        best_len = best_rank = -1
         for slot in self.idle():
             n = common_prefix_len(slot.tokens, prompt)
-            if n > best_len or (n == best_len and best is not None and slot.last_used < best.last_used):
-                best, best_len = slot, n
+            # Sharing just <bos> is worth nothing: rank it as no match, so the least recently used
+            # slot is taken and a slot holding a useful prefix (and its completion) survives.
+            rank = n if n > 1 else 0
+            if rank > best_rank or (rank == best_rank and best is not None and slot.last_used < best.last_used):
+                best, best_len, best_rank = slot, n, rank
         if best is None:
             raise RuntimeError("no idle slot (the engine admits requests only when one is free)")
         self._clock += 1
@@ -68,3 +74,4 @@ class SlotTable:
     def forget(self, slot: Slot) -> None:
         """Drop a slot's cached ids (after a failed forward the cache contents are unknown)."""
         slot.tokens.clear()
+        slot.prev_prompt = slot.prev_output = None

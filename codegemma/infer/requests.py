@@ -158,3 +158,6 @@ class EngineStats:
     decode_steps: int = 0
     prefix_cache_hits: int = 0  # requests that reused at least one cached prompt token
     prefix_cache_tokens: int = 0  # prompt tokens reused in total
+    spec_steps: int = 0  # speculative verification passes (each also counted in decode_steps)
+    spec_draft_tokens: int = 0  # draft tokens proposed for verification
+    spec_accepted_tokens: int = 0  # draft tokens that greedy decoding confirmed (generated for free)

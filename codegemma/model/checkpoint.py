@@ -253,6 +253,12 @@ def _dtype_name(dtype: "torch.dtype") -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """safetensors refuses tensors that share a buffer (e.g. the engine's fused q/k/v views): copy
+    such a view, leave ordinary tensors alone."""
+    return t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
+
+
 def save_model(model: "Gemma", config: "GemmaConfig", out_dir: str | os.PathLike,
                dtype: "torch.dtype | str | None" = None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                tokenizer_dir: str | os.PathLike | None = None, generation_config: dict | None = None,
@@ -291,7 +297,8 @@ def save_model(model: "Gemma", config: "GemmaConfig", out_dir: str | os.PathLike
         for k, names in enumerate(shards):
             fname = SAFE_SINGLE if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
             # Converted one shard at a time so a GPU model never needs a full CPU copy at once.
-            tensors = {f"model.{n}": state[n].detach().to("cpu", target).contiguous() for n in names}
+            tensors = {f"model.{n}": _own_storage(state[n].detach().to("cpu", target).contiguous())
+                       for n in names}
             save_file(tensors, str(tmp / fname), metadata={"format": "pt"})
             total += sum(t.numel() * t.element_size() for t in tensors.values())
             weight_map.update({name: fname for name in tensors})

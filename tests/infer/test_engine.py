@@ -162,7 +162,7 @@ def test_stop_token_ends_generation(make_engine, loaded):
 
 
 def test_cancel_frees_the_slot_and_admits_the_next_request(make_engine):
-    engine = make_engine(max_slots=1)
+    engine = make_engine(max_slots=1, speculate=0)  # no drafts that could end it early
     long = engine.submit(PROMPTS[0], SamplingParams(max_new_tokens=480))
     next(iter(long.events()))
     waiting = engine.submit(PROMPTS[2], SamplingParams(max_new_tokens=4))
@@ -175,7 +175,7 @@ def test_cancel_frees_the_slot_and_admits_the_next_request(make_engine):
 
 
 def test_cancel_while_queued(make_engine):
-    engine = make_engine(max_slots=1)
+    engine = make_engine(max_slots=1, speculate=0)  # no drafts that could end it early
     long = engine.submit(PROMPTS[0], SamplingParams(max_new_tokens=480))
     queued = engine.submit(PROMPTS[2], SamplingParams(max_new_tokens=4))
     queued.cancel()
@@ -185,7 +185,7 @@ def test_cancel_while_queued(make_engine):
 
 
 def test_queue_full_and_too_long_prompts(make_engine):
-    engine = make_engine(max_slots=1, max_queue=1, max_seq_len=64)
+    engine = make_engine(max_slots=1, max_queue=1, max_seq_len=64, speculate=0)
     running = engine.submit(PROMPTS[0], SamplingParams(max_new_tokens=40))
     next(iter(running.events()))
     queued = engine.submit(PROMPTS[0], SamplingParams(max_new_tokens=4))
@@ -223,7 +223,7 @@ def test_submit_is_thread_safe(make_engine):
 
 
 def test_close_cancels_running_and_waiting_requests(make_engine):
-    engine = make_engine(max_slots=1)
+    engine = make_engine(max_slots=1, speculate=0)
     running = engine.submit(PROMPTS[0], SamplingParams(max_new_tokens=480))
     next(iter(running.events()))
     waiting = engine.submit(PROMPTS[1], SamplingParams(max_new_tokens=4))

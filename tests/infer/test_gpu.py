@@ -50,3 +50,36 @@ def test_graph_decode_matches_eager(small_tokenizer_dir, kv_heads, mode):
     got = _run(model, tok, mode, prompts, params)
     assert got == want
     assert len(set(map(tuple, want))) == len(want)
+
+
+@pytest.mark.parametrize("mode", ["graphs", "compile"])
+def test_speculation_and_fused_weights_match_plain_eager_decoding(small_tokenizer_dir, mode):
+    """Keystroke-like traces with CUDA-graph verification passes (and fused q/k/v, gate/up) give the
+    tokens of plain, unfused, eager decoding; drafts are accepted."""
+    from codegemma.infer.fuse import is_fused
+    from codegemma.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(small_tokenizer_dir)
+    ref_model, model = _model(2), _model(2)
+    base = [2] + list(range(200, 240))
+    params = SamplingParams(max_new_tokens=40)
+
+    def trace(engine):
+        out = []
+        first = engine.submit(base, params).result(timeout=600).token_ids
+        for prompt in ([base] * 2 + [base + first[:i] for i in (1, 2, 5)] + [base[:-1]]):
+            out.append(engine.submit(prompt, params).result(timeout=600).token_ids)
+        # a batch: drafted rows verified together while another row takes plain steps
+        hs = [engine.submit(p, params) for p in (base, base + first[:3], [2, 400, 401])]
+        out += [h.result(timeout=600).token_ids for h in hs]
+        return [first] + out
+
+    with Engine(ref_model, tok, max_slots=4, max_seq_len=1024, compile="eager", speculate=0, fuse=False) as ref:
+        want = trace(ref)
+    assert not is_fused(ref_model)
+    with Engine(model, tok, max_slots=4, max_seq_len=1024, compile=mode) as engine:
+        got = trace(engine)
+        stats = engine.stats()
+    assert is_fused(model)
+    assert got == want
+    assert stats["spec_accepted_tokens"] > 0 and stats["decode_steps"] < stats["tokens_generated"]

@@ -71,8 +71,11 @@ def test_concurrent_streams_with_disconnects_leave_nothing_behind(server, client
 def test_non_streaming_client_that_leaves_cancels_its_generation(server, client):
     before = client.get("/debug/slots").json()
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/v1/completions", json={"prompt": "q = ", "max_tokens": 480, "temperature": 0},
-                   timeout=httpx.Timeout(60, read=0.3))
+        # repetition_penalty: greedy but never speculatively decoded (Engine(speculate=...)); the
+        # client leaves after 0.1 s and the server polls every 0.2 s, well before 480 plain steps end.
+        httpx.post(server.url + "/v1/completions", json={"prompt": "q = ", "max_tokens": 480, "temperature": 0,
+                                                         "repetition_penalty": 1.05},
+                   timeout=httpx.Timeout(60, read=0.1))
     after = wait_idle(client)
     assert after["server_in_flight"] == 0 and after["active_slots"] == 0
     assert after["requests_cancelled"] == before["requests_cancelled"] + 1
