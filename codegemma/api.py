@@ -94,8 +94,10 @@ class CodeGemma:
 
 
 def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_slots: int = 8,
-         max_seq_len: int | None = None, compile: bool | str | None = None) -> CodeGemma:
-    """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json)."""
+         max_seq_len: int | None = None, compile: bool | str | None = None, **engine_options) -> CodeGemma:
+    """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
+
+    `engine_options` go to the Engine (e.g. max_queue, warmup, speculate)."""
     if path is None:
         raise ValueError("no model given: pass a model directory, e.g. codegemma.load('path/to/codegemma-2b') "
                          "or --model DIR (a Hugging Face download, or one made by `codegemma init`)")
@@ -108,5 +110,6 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
 
     tokenizer = Tokenizer.load(path)
     model, config = load_model(path, device=device, dtype=dtype)
-    engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, compile=compile)
+    engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, compile=compile,
+                    **engine_options)
     return CodeGemma(model, tokenizer, config, engine)

@@ -104,16 +104,13 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
-    from codegemma.infer.engine import Engine
-    from codegemma.model.checkpoint import load_model
-    from codegemma.tokenizer import Tokenizer
+    from codegemma.api import load
 
-    model, config = load_model(model_dir, device=device, dtype=dtype)
-    tokenizer = Tokenizer.load(model_dir)
     # warmup: compile/capture the decode step for every batch size before the first request
     # (a no-op on CPU), so no editor keystroke waits for torch.compile.
-    engine = Engine(model, tokenizer, max_slots=max_slots, max_queue=max_queue, max_seq_len=max_seq_len,
-                    device=device, warmup=True)
+    cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
+              max_queue=max_queue, warmup=True)
+    engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir))
 
