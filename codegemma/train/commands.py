@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     a("--init", metavar="DIR", help="start from a Hugging Face model directory (fine-tuning)")
     a("--tokenizer", metavar="DIR", help="tokenizer for --sft and the export (default: data manifest, then --init)")
     a("--steps", type=int, help="optimizer steps (default 1000)")
+    a("--max-minutes", type=float, help="stop after this much wall time: checkpoint, validate, export "
+                                         "(resume later with --resume); the schedule still spans --steps")
     a("--seq-len", type=int, help="tokens per row (packed: must match the shards; SFT default 2048)")
     a("--batch-tokens", type=int, help="global tokens per optimizer step (gradient accumulation fills it)")
     a("--micro-batch", type=int, help="rows per forward pass per process (default 1)")

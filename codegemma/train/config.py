@@ -26,7 +26,8 @@ class TrainConfig:
     init: str | None = None  # fine-tune from a Hugging Face model directory (codegemma or transformers)
     tokenizer: str | None = None  # tokenizer for SFT and export; default: data manifest, then --init
     # ---- sizes ---------------------------------------------------------------------------------
-    steps: int = 1000  # optimizer steps
+    steps: int = 1000  # optimizer steps (the schedule's length)
+    max_minutes: float | None = None  # stop (checkpoint, validate, export) once this much wall time has passed
     seq_len: int | None = None  # default: the shards' sequence length (packed), 2048 (SFT)
     batch_tokens: int | None = None  # global tokens per optimizer step; default seq_len * micro_batch * world
     micro_batch: int = 1  # sequences per forward pass on each process; accumulation fills batch_tokens
@@ -80,6 +81,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 1:
                 raise ValueError(f"{name} must be > 1, got {value}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.lora_rank < 0:

@@ -100,6 +100,16 @@ def _export(cfg: TrainConfig, module, config, tokenizer_dir, out: Path, rt: Runt
                       tokenizer_dir=str(tokenizer_dir) if tokenizer_dir else None)
 
 
+def _out_of_time(deadline: float | None, rt: Runtime) -> bool:
+    """Whether the --max-minutes budget is spent; every process takes the first one's answer."""
+    if deadline is None:
+        return False
+    over = torch.tensor(float(time.monotonic() >= deadline), device=rt.device)
+    if rt.distributed:
+        over = all_reduce_sum(over, rt)
+    return bool(over.item() > 0)
+
+
 def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     out = _check_out(cfg, rt)
     torch.manual_seed(cfg.seed)
@@ -154,6 +164,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
 
     last_val = None
     t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
     while step < cfg.steps:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -173,12 +184,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         loss_sum = forward_backward(module, batches, scale, rt.device, compute_dtype, masks, rt.distributed)
         grad_norm = optimizer_step(params, optimizer, cfg.grad_clip)
         step += 1
+        last = step == cfg.steps or _out_of_time(deadline, rt)
         tokens_since += batch_tokens
         # every process sees its own rows; they are alike in expectation, so scale by `world`
         attended = sum(attended_squares(b["segments"], masks != "off") for b in batches) * rt.world
         flops_since += step_flops(config, batch_tokens, attended)
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or last:
             loss_value = float(all_reduce_sum(loss_sum, rt)) / rt.world
             elapsed = time.perf_counter() - t_last
             tps = tokens_since / elapsed if elapsed > 0 else 0.0
@@ -192,14 +204,16 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0
         if bar is not None:
             bar.update(1)
-        if data.val is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+        if data.val is not None and cfg.val_every and (step % cfg.val_every == 0 or last):
             last_val = _validate(module, data.val, cfg, rt, compute_dtype, masks)
             log.write({"kind": "val", "step": step, "loss": last_val})
-        if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+        if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or last):
             ckpt.save_checkpoint(out / "checkpoints", step, module, optimizer,
                                  {"data": stream.state_dict(), "config": cfg.to_dict()}, rt, cfg.keep_checkpoints)
         if kill_after and step == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+        if last:
+            break
 
     if bar is not None:
         bar.close()

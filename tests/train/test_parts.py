@@ -136,3 +136,16 @@ def test_a_preset_takes_the_vocabulary_of_the_data_tokenizer(tmp_path):
     config = preset_config("debug", tmp_path)
     assert config.vocab_size == 700 and config.hidden_size == preset_config("debug", None).hidden_size
     assert preset_config("debug", None).vocab_size == 512
+
+
+def test_max_minutes_stops_the_run_and_still_exports(tmp_path):
+    from tests.train.conftest import make_shards, read_records, run_cli
+
+    data = make_shards(tmp_path / "data")
+    out = tmp_path / "run"
+    done = run_cli(["--data", str(data), "--out", str(out), "--preset", "debug", "--steps", "500",
+                    "--max-minutes", "0.0001", "--no-progress"], timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = [r["step"] for r in read_records(out, "train")]
+    assert steps == [1], done.stderr[-2000:]
+    assert list((out / "checkpoints").iterdir()) and (out / "final" / "model.safetensors").is_file()
