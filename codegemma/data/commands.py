@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -74,6 +75,20 @@ def register(subparsers) -> None:
     t.set_defaults(func=_run_tokenizer_train)
 
 
+def _warn_without_syntax_splits(fim_rate: float | None) -> None:
+    """FIM falls back to character-level splits per file when tree-sitter cannot parse it; when it
+    cannot even load (a broken install), every split would be random: say so before hours of work."""
+    if fim_rate == 0:
+        return
+    from codegemma.fim.split import ParserCache
+
+    cache = ParserCache()
+    if cache.get("python") is None:
+        print(f"codegemma data prepare: warning: tree-sitter is unavailable ({cache.errors.get('python')}); "
+              "FIM will split at random characters instead of syntax nodes. Install tree-sitter and "
+              "tree-sitter-language-pack<1 to fix it.", file=sys.stderr)
+
+
 def _run_prepare(args: argparse.Namespace) -> int:
     from .executors import ExecutorConfig
     from .prepare import PrepareConfig, prepare
@@ -84,6 +99,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                         decontaminate=not args.no_decontaminate, limit_mb=args.limit_mb,
                         sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,
                         keep_work=args.keep_work)
+    _warn_without_syntax_splits(args.fim_rate)
     manifest = prepare(cfg, ExecutorConfig(args.executor, args.workers, args.ray_address))
     tr, va = manifest["splits"]["train"], manifest["splits"]["val"]
     print(f"{args.out}: train {tr['num_sequences']} sequences ({tr['num_tokens']} tokens, "
