@@ -2,7 +2,7 @@
 
 Both sides read the same slice of the default corpus (this Python's site-packages + stdlib, first
 --limit-mb MB of source by repository name) and use the same tokenizer (a 16k byte-fallback BPE
-trained here with the lead's train_bpe_tokenizer on the first 8 MB):
+trained here with codegemma.tokenizer.train_bpe_tokenizer on the first 8 MB):
   - peer: `tokenizers` encode_batch of the decoded file texts, one thread (TOKENIZERS_PARALLELISM
     =false), i.e. MB/s per core;
   - ours: `codegemma data prepare` end to end (read, filter, decontaminate, PII, MinHash, global
