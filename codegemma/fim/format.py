@@ -5,10 +5,14 @@ these functions, so the layout the model learns is the layout it is prompted wit
 
 PSM, exactly as the report gives it (no whitespace added around the sentinels):
     [path\\n]<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>{middle}
-SPM (our documented choice; no source gives CodeGemma's): the "SPM" variant of Bavarian et al.
-2022 (appendix D), also used by StarCoder, written with CodeGemma's sentinels:
-    [path\\n]<|fim_prefix|><|fim_suffix|>{suffix}<|fim_middle|>{prefix}{middle}
-In SPM the prefix sits right before the middle, so the model continues the text before the cursor.
+SPM (our documented choice; the report gives no SPM order): suffix first, the order of Bavarian et
+al. 2022 (section 3) and of llama.cpp's `spm_infill`:
+    [path\\n]<|fim_suffix|>{suffix}<|fim_prefix|>{prefix}<|fim_middle|>{middle}
+Two reasons. CodeGemma 2B, run past its middle in Google's blog post, starts the next file as
+`path\\n<|fim_suffix|>`, which only a suffix-first order teaches. And the token after <|fim_middle|>
+is then always the middle, in both orders: with StarCoder's variant (`<PRE><SUF>{suffix}<MID>{prefix}`)
+half of all training examples put the top of a file after <|fim_middle|>, and our first small model
+answered PSM prompts with module docstrings and imports.
 Multi-file context: other files as `path\\n{text}`, joined and closed by <|file_separator|>, ahead
 of the current file.
 """
@@ -56,12 +60,12 @@ def render_fim(prefix: str, suffix: str, mode: str = "psm", path: str | None = N
     if mode == "psm":
         return f"{head}{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{middle}"
     if mode == "spm":
-        return f"{head}{FIM_PREFIX}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{prefix}{middle}"
+        return f"{head}{FIM_SUFFIX}{suffix}{FIM_PREFIX}{prefix}{FIM_MIDDLE}{middle}"
     raise ValueError(f"unknown FIM mode {mode!r}; use 'psm' or 'spm'")
 
 
 def parse_fim(text: str) -> dict:
-    """Inverse of render_fim for one file: returns path, prefix, suffix, middle, mode, context.
+    """Inverse of render_fim for one file: returns mode, path, context, prefix, suffix, middle.
 
     `text` is what render_fim produced (optionally followed by nothing else). Raises ValueError if
     the sentinels are not in a FIM order.
@@ -72,21 +76,23 @@ def parse_fim(text: str) -> dict:
         p, _, t = chunk.partition("\n")
         context.append((p, t))
     current = chunks[-1]
-    i = current.find(FIM_PREFIX)
-    if i < 0:
-        raise ValueError("not a FIM prompt: no <|fim_prefix|>")
-    head, body = current[:i], current[i + len(FIM_PREFIX):]
+    starts = [i for i in (current.find(FIM_PREFIX), current.find(FIM_SUFFIX)) if i >= 0]
+    if not starts:
+        raise ValueError("not a FIM prompt: no <|fim_prefix|> or <|fim_suffix|>")
+    i = min(starts)
+    head, body = current[:i], current[i:]
     path = head[:-1] if head.endswith("\n") else (head or None)
     if body.startswith(FIM_SUFFIX):  # SPM
-        suffix, sep, rest = body[len(FIM_SUFFIX):].partition(FIM_MIDDLE)
-        if not sep:
-            raise ValueError("not a FIM prompt: SPM without <|fim_middle|>")
-        return {"mode": "spm", "path": path, "context": context, "suffix": suffix, "prefix_and_middle": rest}
-    prefix, sep, rest = body.partition(FIM_SUFFIX)
-    suffix, sep2, middle = rest.partition(FIM_MIDDLE)
+        suffix, sep, rest = body[len(FIM_SUFFIX):].partition(FIM_PREFIX)
+        prefix, sep2, middle = rest.partition(FIM_MIDDLE)
+        mode, error = "spm", "SPM needs <|fim_prefix|> then <|fim_middle|> after the suffix"
+    else:
+        prefix, sep, rest = body[len(FIM_PREFIX):].partition(FIM_SUFFIX)
+        suffix, sep2, middle = rest.partition(FIM_MIDDLE)
+        mode, error = "psm", "PSM needs <|fim_suffix|> then <|fim_middle|> after the prefix"
     if not (sep and sep2):
-        raise ValueError("not a FIM prompt: PSM needs <|fim_suffix|> then <|fim_middle|>")
-    return {"mode": "psm", "path": path, "context": context, "prefix": prefix, "suffix": suffix, "middle": middle}
+        raise ValueError(f"not a FIM prompt: {error}")
+    return {"mode": mode, "path": path, "context": context, "prefix": prefix, "suffix": suffix, "middle": middle}
 
 
 # ---- chat (the Gemma / CodeGemma-7B-IT template) --------------------------------------------------

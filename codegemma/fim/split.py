@@ -12,6 +12,12 @@ place, rather than Bavarian et al.'s uniformly random character positions. Ours:
   with probability `extend_prob` while it fits. The middle is therefore a run of whole sibling
   nodes: it starts where a node starts (after its indentation, like an IDE cursor) and the suffix
   starts exactly where a node ends.
+- When that run fills whole lines, with probability `line_prob` the middle is widened to the whole
+  lines: from the start of the first line (its indentation included) through the last newline.
+  An editor's cursor is as often at column 0 of an empty line as after the indentation, and the
+  HumanEval infilling benchmarks cut exactly so (the prefix ends with a newline, the middle is
+  `    return x\n`); without this the model never sees a middle that begins with indentation or
+  ends with a newline.
 - max_middle = max(32, half the file) bytes, so the middle never swallows the whole file.
 
 The walk touches one path of the tree (depth x branching), not every node, so the cost is
@@ -96,10 +102,23 @@ def char_split(text: str, rng: np.random.Generator) -> FimSplit:
     return FimSplit(text[:i], text[i:j], text[j:], False)
 
 
+def whole_lines(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to whole lines (indentation and final newline) when only whitespace lies
+    between it and the line boundaries; otherwise unchanged."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", end)
+    line_end = len(data) if line_end < 0 else line_end + 1
+    if end <= start or data[line_start:start].strip() or data[end:line_end].strip():
+        return start, end
+    return line_start, line_end
+
+
 class FimSplitter:
-    def __init__(self, stop_prob: float = 0.35, extend_prob: float = 0.3, parsers: ParserCache | None = None):
+    def __init__(self, stop_prob: float = 0.35, extend_prob: float = 0.3, line_prob: float = 0.5,
+                 parsers: ParserCache | None = None):
         self.stop_prob = stop_prob
         self.extend_prob = extend_prob
+        self.line_prob = line_prob
         self.parsers = parsers or ParserCache()
 
     def split(self, text: str, language: str | None, rng: np.random.Generator) -> FimSplit:
@@ -112,6 +131,8 @@ class FimSplitter:
         if root.has_error or root.named_child_count == 0:
             return char_split(text, rng)
         start, end = self._pick_span(root, len(data), rng)
+        if rng.random() < self.line_prob:
+            start, end = whole_lines(data, start, end)
         return FimSplit(data[:start].decode("utf-8"), data[start:end].decode("utf-8"),
                         data[end:].decode("utf-8"), True)
 

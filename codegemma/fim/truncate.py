@@ -136,8 +136,8 @@ def fit_fim(tokenizer, prefix: str, suffix: str, budget: int, *, mode: str = "ps
 def fit_text(tokenizer, text: str, budget: int, prefix_share: float = 0.75) -> FittedPrompt:
     """Fit a prompt the client rendered itself.
 
-    A PSM prompt (what Continue, llama.vscode's OpenAI mode and minuet send) is parsed and cut
-    like a structured one; any other text keeps its last `budget` tokens.
+    A FIM prompt (PSM is what Continue, llama.vscode's OpenAI mode and minuet send) is parsed and
+    cut like a structured one; any other text keeps its last `budget` tokens.
     """
     ids = tokenizer.encode(text)
     if len(ids) <= budget:
@@ -146,8 +146,8 @@ def fit_text(tokenizer, text: str, budget: int, prefix_share: float = 0.75) -> F
         parts = parse_fim(text)
     except ValueError:
         parts = None
-    if parts is not None and parts["mode"] == "psm":
-        args = dict(mode="psm", path=parts["path"], context=parts["context"], middle=parts["middle"])
+    if parts is not None:
+        args = dict(mode=parts["mode"], path=parts["path"], context=parts["context"], middle=parts["middle"])
         if render_fim(parts["prefix"], parts["suffix"], **args) == text:
             return fit_fim(tokenizer, parts["prefix"], parts["suffix"], budget,
                            prefix_share=prefix_share, **args)

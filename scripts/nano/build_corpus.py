@@ -1,7 +1,7 @@
 """Select the permissively licensed Python distributions installed here and write them as a corpus.
 
 Output: OUT/corpus.jsonl ({"repo", "path", "content"} per source file, one repository per
-distribution) and OUT/licences.json (every distribution seen, its licence evidence and whether it
+distribution, plus the Python standard library as `python-stdlib`, PSF-2.0) and OUT/licences.json (every distribution seen, its licence evidence and whether it
 was kept). Used to build codegemma-nano's training data on the GPU machine:
 
     python3 scripts/nano/build_corpus.py --out /tmp/nano/corpus
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -39,6 +40,27 @@ def licence_of(dist: metadata.Distribution) -> tuple[str, bool]:
     return evidence, bool(PERMISSIVE.search(evidence))
 
 
+def write_files(f, repo: str, entry: dict, files: list[tuple[str, Path]], max_mb: float) -> int:
+    """Write the source files among `files` ((relative path, file)) as records of `repo`, up to
+    `max_mb` MB in path order; updates `entry`'s counts and returns the number written."""
+    written = 0
+    for rel, path in files:
+        if path.suffix not in SUFFIXES or "/tests/data/" in rel:
+            continue
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES or entry["bytes"] + size > max_mb * 1e6:
+                continue
+            content = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        f.write(json.dumps({"repo": repo, "path": rel, "content": content}) + "\n")
+        entry["files"] += 1
+        entry["bytes"] += size
+        written += 1
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -46,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    seen, records, total = {}, 0, 0
+    seen, records = {}, 0
     tmp = out / "corpus.jsonl.tmp"
     with tmp.open("w", encoding="utf-8") as f:
         for dist in sorted(metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
@@ -60,23 +82,16 @@ def main(argv: list[str] | None = None) -> int:
             seen[name] = entry
             if not ok:
                 continue
-            budget = args.max_mb_per_package * 1e6
-            for rel in sorted(str(p) for p in (dist.files or [])):
-                if Path(rel).suffix not in SUFFIXES or rel.startswith("..") or "/tests/data/" in rel:
-                    continue
-                path = Path(dist.locate_file(rel))
-                try:
-                    size = path.stat().st_size
-                    if size > MAX_FILE_BYTES or entry["bytes"] + size > budget:
-                        continue
-                    content = path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue
-                f.write(json.dumps({"repo": name, "path": rel, "content": content}) + "\n")
-                entry["files"] += 1
-                entry["bytes"] += size
-                records += 1
-                total += size
+            files = sorted(str(p) for p in (dist.files or []))
+            records += write_files(f, name, entry, [(rel, Path(dist.locate_file(rel))) for rel in files
+                                                    if not rel.startswith("..")], args.max_mb_per_package)
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        entry = seen["python-stdlib"] = {"version": sys.version.split()[0], "licence": "PSF-2.0 (CPython)",
+                                         "kept": True, "files": 0, "bytes": 0}
+        files = sorted(p for p in stdlib.rglob("*") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+        records += write_files(f, "python-stdlib", entry, [(str(p.relative_to(stdlib)), p) for p in files],
+                               args.max_mb_per_package)
+    total = sum(e["bytes"] for e in seen.values())
     os.replace(tmp, out / "corpus.jsonl")
     (out / "licences.json").write_text(json.dumps(seen, indent=1, sort_keys=True))
     kept = sum(1 for e in seen.values() if e["kept"] and e["files"])

@@ -10,7 +10,7 @@ import pytest
 from codegemma.data.document import Document, Stats
 from codegemma.data.packing import FimConfig, RepositoryPacker
 from codegemma.fim.format import FILE_SEPARATOR, parse_fim
-from codegemma.fim.split import FimSplitter, char_split
+from codegemma.fim.split import FimSplitter, char_split, whole_lines
 from codegemma.tokenizer import Tokenizer
 
 PY = '''import os
@@ -61,7 +61,7 @@ def _node_boundaries(text: str, language: str) -> tuple[set, set]:
 ])
 def test_middle_is_whole_nodes_and_suffix_starts_at_a_node_end(language, text):
     _require_grammar(language)
-    splitter = FimSplitter()
+    splitter = FimSplitter(line_prob=0.0)
     starts, ends = _node_boundaries(text, language)
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -71,6 +71,28 @@ def test_middle_is_whole_nodes_and_suffix_starts_at_a_node_end(language, text):
         cut1, cut2 = len(s.prefix.encode()), len((s.prefix + s.middle).encode())
         assert cut1 in starts and cut2 in ends
         assert s.middle.strip() or not s.middle
+
+
+def test_whole_line_middles_take_indentation_and_newline():
+    assert whole_lines(b"def f():\n    return 1\nx = 2\n", 13, 21) == (9, 22)   # `return 1`
+    assert whole_lines(b"def f():\n    return 1", 13, 21) == (9, 21)             # last line, no newline
+    assert whole_lines(b"x = f(a, b)\n", 6, 7) == (6, 7)                           # `a`: not whole lines
+    _require_grammar("python")
+    starts, ends = _node_boundaries(PY, "python")
+    rng = np.random.default_rng(3)
+    widened = 0
+    for _ in range(60):
+        s = FimSplitter(line_prob=1.0).split(PY, "python", rng)
+        assert s.prefix + s.middle + s.suffix == PY
+        cut1, cut2 = len(s.prefix), len(s.prefix + s.middle)
+        if cut1 in starts and cut2 in ends:
+            continue
+        widened += 1   # the widened middle: whole lines around a run of nodes
+        assert s.prefix == "" or s.prefix.endswith("\n")
+        assert s.middle.endswith("\n")
+        core = s.middle.strip()
+        assert cut1 + s.middle.index(core) in starts and cut1 + s.middle.index(core) + len(core) in ends
+    assert widened > 20
 
 
 def test_unparsable_files_use_the_character_fallback():
@@ -115,7 +137,7 @@ def test_every_fim_document_decodes_back_to_its_file(corpus_tokenizer):
     for chunk in text.split(FILE_SEPARATOR):
         if "<|fim_prefix|>" in chunk:
             f = parse_fim(chunk)
-            body = f["prefix"] + f["middle"] + f["suffix"] if f["mode"] == "psm" else f["prefix_and_middle"] + f["suffix"]
+            body = f["prefix"] + f["middle"] + f["suffix"]
             seen[f["path"]] = body
         else:
             path, _, body = chunk.partition("\n")

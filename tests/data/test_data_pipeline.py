@@ -64,8 +64,7 @@ def _packed_files(out: Path, tok: Tokenizer) -> dict[str, str]:
             for chunk in pack[:-len("<eos>")].split(FILE_SEPARATOR):
                 if "<|fim_prefix|>" in chunk:
                     f = parse_fim(chunk)
-                    body = (f["prefix"] + f["middle"] + f["suffix"]) if f["mode"] == "psm" \
-                        else f["prefix_and_middle"] + f["suffix"]
+                    body = f["prefix"] + f["middle"] + f["suffix"]
                     files.setdefault(f["path"], []).append(body)
                 else:
                     path, _, body = chunk.partition("\n")

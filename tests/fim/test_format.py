@@ -18,7 +18,7 @@ def test_psm_golden_string():
 
 def test_spm_golden_string():
     assert render_fim(PREFIX, SUFFIX, mode="spm", middle="return a + b") == (
-        "<|fim_prefix|><|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>def add(a, b):\n    return a + b")
+        "<|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_prefix|>def add(a, b):\n    <|fim_middle|>return a + b")
     with pytest.raises(ValueError, match="unknown FIM mode"):
         render_fim("a", "b", mode="pms")
 
@@ -35,7 +35,7 @@ def test_golden_token_ids(small_tokenizer_dir):
     p, s = tok.encode(PREFIX), tok.encode(SUFFIX)
     assert ids == [2, 67, *p, 69, *s, 68]
     spm = tok.encode(render_fim(PREFIX, SUFFIX, mode="spm"), add_bos=True)
-    assert spm == [2, 67, 69, *s, 68, *p]
+    assert spm == [2, 69, *s, 67, *p, 68]
     multi = tok.encode(render_fim("x", "y", path="a.py", context=[("b.py", "z")]), add_bos=True)
     assert multi[0] == 2 and multi.count(70) == 1 and multi.index(70) < multi.index(67) < multi.index(69) < multi.index(68)
     chat = tok.encode(render_chat([{"role": "user", "content": "hi"}]))
@@ -46,10 +46,12 @@ def test_parse_inverts_render():
     example = render_fim("P\n", "S", path="x.py", context=[("c.py", "t")], middle="M")
     assert parse_fim(example) == {"mode": "psm", "path": "x.py", "context": [("c.py", "t")],
                                   "prefix": "P\n", "suffix": "S", "middle": "M"}
-    spm = parse_fim(render_fim("P", "S", mode="spm", middle="M"))
-    assert spm["suffix"] == "S" and spm["prefix_and_middle"] == "PM"
-    with pytest.raises(ValueError):
-        parse_fim("plain text")
+    spm = render_fim("P\n", "S", mode="spm", path="y.py", middle="M")
+    assert parse_fim(spm) == {"mode": "spm", "path": "y.py", "context": [],
+                              "prefix": "P\n", "suffix": "S", "middle": "M"}
+    for bad in ("plain text", "<|fim_prefix|>P<|fim_middle|>M", "<|fim_suffix|>S<|fim_middle|>M"):
+        with pytest.raises(ValueError, match="not a FIM prompt"):
+            parse_fim(bad)
 
 
 def test_chat_template_matches_gemma():
