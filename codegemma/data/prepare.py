@@ -276,7 +276,7 @@ class Preparation:
             # a seeded shuffle of repositories, independent of how they were computed
             names = sorted(names, key=lambda r: hashlib.sha256(f"{self.cfg.seed}\0{r}".encode()).hexdigest())
             writer = ShardWriter(self.out, split, self.cfg.seq_len, self.tokenizer.pad_id,
-                                 self.cfg.sequences_per_shard)
+                                 self.cfg.sequences_per_shard, bos_id=self.tokenizer.bos_id)
             for r in tqdm(names, desc=f"data pack {split}", unit="repo", leave=False):
                 writer.add_document(np.load(tok_dir / f"{repo_key(r)}.npy"))
             shards = writer.close()

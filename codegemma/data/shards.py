@@ -50,13 +50,16 @@ class ShardWriter:
     """Packs a stream of documents (token arrays) into fixed-length sequences and shards.
 
     Policy: documents are concatenated in the order given and cut into `seq_len` windows, so a
-    long document continues in the next sequence (as a new segment there). Only the last sequence
+    long document continues in the next sequence (as a new segment there). With `bos_id`, each
+    continuation segment starts with that token: a repository pack can run to thousands of
+    sequences, and without it the model would almost never see `<bos>` ahead of code, which is how
+    every inference prompt starts. Only the last sequence
     of the split is padded (with `pad_id`, segment -1). Each shard holds `sequences_per_shard`
     sequences (the last shard may hold fewer).
     """
 
     def __init__(self, out_dir: Path, split: str, seq_len: int, pad_id: int,
-                 sequences_per_shard: int = 1024):
+                 sequences_per_shard: int = 1024, bos_id: int | None = None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if seq_len < 2:
@@ -65,6 +68,7 @@ class ShardWriter:
         self.split = split
         self.seq_len = int(seq_len)
         self.pad_id = int(pad_id)
+        self.bos_id = bos_id
         self.tokens_per_shard = self.seq_len * int(sequences_per_shard)
         self.shards: list[dict] = []
         self.num_documents = 0
@@ -85,10 +89,15 @@ class ShardWriter:
         pos = 0
         while pos < tokens.size:
             room_seq = self.seq_len - (self._fill % self.seq_len)
+            start = self._fill
+            if pos and self.bos_id is not None:   # a continuation: it opens with <bos>
+                self._buf[self._fill] = self.bos_id
+                self._fill += 1
+                room_seq -= 1
             take = min(room_seq, tokens.size - pos)
             self._buf[self._fill:self._fill + take] = tokens[pos:pos + take]
-            self._segments.append((self._fill, take))
             self._fill += take
+            self._segments.append((start, self._fill - start))
             pos += take
             if self._fill == self.tokens_per_shard:
                 self._flush_shard()

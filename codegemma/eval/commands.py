@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     p.add_argument("--limit", type=int, help="only the first N tasks")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fim-mode", choices=("psm", "spm"), default="psm",
+                   help="FIM prompt order for infilling benchmarks (default psm, as the report evaluates)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: the model's)")
     p.set_defaults(func=cmd_run)
@@ -117,7 +119,7 @@ def cmd_run(args) -> int:
     try:
         generate_samples(model, benchmark, problems, samples_path, n_samples=args.n_samples,
                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size, seed=args.seed)
+                         batch_size=args.batch_size, seed=args.seed, fim_mode=args.fim_mode)
     finally:
         close = getattr(model, "close", None)
         if close is not None:

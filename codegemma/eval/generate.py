@@ -18,10 +18,10 @@ from codegemma.eval.registry import Benchmark, Problem
 BRACE_LANGUAGES = ("cpp", "js", "java")
 
 
-def prompt_for(benchmark: Benchmark, problem: Problem) -> str:
+def prompt_for(benchmark: Benchmark, problem: Problem, fim_mode: str = "psm") -> str:
     if benchmark.mode == "infill":
         from codegemma.fim.format import render_fim
-        return render_fim(problem.prompt, problem.suffix)
+        return render_fim(problem.prompt, problem.suffix, mode=fim_mode)
     return problem.prompt
 
 
@@ -62,7 +62,7 @@ def load_done(path: Path) -> dict[str, int]:
 
 def generate_samples(model, benchmark: Benchmark, problems: list[Problem], out_path: Path,
                      n_samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 128,
-                     batch_size: int = 8, seed: int = 0) -> None:
+                     batch_size: int = 8, seed: int = 0, fim_mode: str = "psm") -> None:
     done = load_done(out_path)
     todo = [p for p in problems if done.get(p.task_id, 0) < n_samples]
     # Stops applied by the engine as well (a shorter generation); cut again below for safety.
@@ -79,7 +79,7 @@ def generate_samples(model, benchmark: Benchmark, problems: list[Problem], out_p
             # samples of one prompt differ (with temperature > 0) yet the run is reproducible.
             for j in range(min(done.get(p.task_id, 0) for p in chunk), n_samples):
                 owners = [p for p in chunk if done.get(p.task_id, 0) <= j]
-                texts = model.generate([prompt_for(benchmark, p) for p in owners],
+                texts = model.generate([prompt_for(benchmark, p, fim_mode) for p in owners],
                                        max_new_tokens=max_new_tokens, temperature=temperature,
                                        seed=seed + j, stop=stop)
                 lines += [json.dumps({"task_id": p.task_id,

@@ -10,14 +10,14 @@ BUDGET=${NANO_BUDGET_S:-570}          # seconds for this call
 STEPS=${NANO_STEPS:?set NANO_STEPS, the total optimizer steps of the whole run}
 [ -d /tmp/site/tree_sitter ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
-W=$PWD/.nano
+W=${NANO_WORK:-/tmp/nano-w}
 [ "${NANO_FRESH:-0}" = 1 ] && rm -rf "$W"
 mkdir -p "$W"
 if [ ! -f "$W/data/manifest.json" ]; then
-  python3 scripts/nano/build_corpus.py --out "$W/corpus" --max-mb-per-package "${NANO_MB_PER_PACKAGE:-40}"
+  python3 scripts/nano/build_corpus.py --out "$W/corpus" --max-mb-per-package "${NANO_MB_PER_PACKAGE:-120}"
   python3 -m codegemma tokenizer train --input "$W/corpus/corpus.jsonl" --vocab-size 8192 --out "$W/tok" --limit-mb 80
   python3 -m codegemma data prepare --input "$W/corpus/corpus.jsonl" --out "$W/data" --tokenizer "$W/tok" \
-    --seq-len 2048 --fim-rate 0.9 --spm-rate 0.5 --seed 0 --workers 16 --data-dir .bench
+    --seq-len 2048 --fim-rate 0.9 --spm-rate "${NANO_SPM_RATE:-0.5}" --seed 0 --workers 16 --data-dir .bench
   python3 -m codegemma data stats "$W/data" > "$W/data_stats.txt" || true
   echo "data ready after $(( $(date +%s) - T0 )) s"
 fi
