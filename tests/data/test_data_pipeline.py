@@ -57,8 +57,14 @@ def _packed_files(out: Path, tok: Tokenizer) -> dict[str, str]:
     files = {}
     for split in ("train", "val"):
         r = ShardReader(out, split)
-        stream = np.concatenate([r[i][0][r[i][1] >= 0] for i in range(len(r))]) if len(r) else np.empty(0)
-        text = tok.decode(stream.tolist())
+        ids = []
+        for i in range(len(r)):
+            t = r[i][0][r[i][1] >= 0].tolist()
+            if ids and ids[-1] != tok.eos_id:   # a pack continued here: drop the <bos> it opens with
+                assert t[0] == tok.bos_id
+                t = t[1:]
+            ids += t
+        text = tok.decode(ids)
         for pack in text.split("<bos>")[1:]:
             assert pack.endswith("<eos>")
             for chunk in pack[:-len("<eos>")].split(FILE_SEPARATOR):
