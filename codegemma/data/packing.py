@@ -27,16 +27,47 @@ from .document import Document, Stats
 from .filters import neutralise_special_texts, special_text_pattern
 
 
+# Characters per token assumed when sizing a FIM example to the sequence length: below what code
+# averages with our tokenizers (about 3.8), so the estimate errs towards examples that fit.
+CHARS_PER_TOKEN = 3.0
+
+
 @dataclass(frozen=True)
 class FimConfig:
     fim_rate: float = 0.9
     spm_rate: float = 0.5
+    # A FIM example (prefix + middle + suffix) is kept to about this many characters; None: whole
+    # files. `data prepare` sets it from --seq-len (see fim_window).
+    max_chars: int | None = None
 
     def __post_init__(self):
         for name in ("fim_rate", "spm_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
+
+
+def fim_window(prefix: str, middle: str, suffix: str, max_chars: int) -> tuple[str, str]:
+    """(prefix, suffix) cut to whole lines around the middle so all three fit in `max_chars`.
+
+    A FIM example longer than a training sequence is cut by the packer's window, and in PSM the
+    cut falls between the prefix and the middle: the model then learns to write middles without
+    seeing what comes before them, and answers prompts with the top of a file. Keeping the text
+    nearest the hole (3/4 of the room before it, 1/4 after, unused room passed on) gives training
+    examples the shape `fit_fim` gives long prompts at inference.
+    """
+    room = max(0, max_chars - len(middle))
+    if len(prefix) + len(suffix) <= room:
+        return prefix, suffix
+    keep_suffix = min(len(suffix), max(room // 4, room - len(prefix)))
+    keep_prefix = min(len(prefix), room - keep_suffix)
+    head = prefix[len(prefix) - keep_prefix:]
+    if keep_prefix < len(prefix) and "\n" in head:
+        head = head[head.index("\n") + 1:]          # start at a line start
+    tail = suffix[:keep_suffix]
+    if keep_suffix < len(suffix) and "\n" in tail:
+        tail = tail[: tail.rindex("\n") + 1]        # end at a line end
+    return head, tail
 
 
 def file_rng(seed: int, repo: str, path: str) -> np.random.Generator:
@@ -64,6 +95,7 @@ class RepositoryPacker:
         self.fim = fim
         self.seed = seed
         self.splitter = FimSplitter()
+        self.max_middle = fim.max_chars // 2 if fim.max_chars else None
         self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
 
@@ -87,10 +119,14 @@ class RepositoryPacker:
             stats.add(f"file_chars_log2/{max(0, int(np.log2(max(1, len(text))))):02d}")
             if rng.random() < self.fim.fim_rate:
                 mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
-                split = self.splitter.split(text, langs[path], rng)
+                split = self.splitter.split(text, langs[path], rng, max_middle=self.max_middle)
                 stats.add(f"fim_{mode}")
                 stats.add("fim_syntactic" if split.syntactic else "fim_char_fallback")
-                chunks.append(render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle))
+                prefix, suffix = split.prefix, split.suffix
+                if self.fim.max_chars and len(text) > self.fim.max_chars:
+                    prefix, suffix = fim_window(prefix, split.middle, suffix, self.fim.max_chars)
+                    stats.add("fim_windowed")
+                chunks.append(render_fim(prefix, suffix, mode, path=path, middle=split.middle))
             else:
                 stats.add("plain_files")
                 chunks.append(render_file(path, text))

@@ -30,7 +30,7 @@ from .dedup import find_duplicates
 from .document import Stats
 from .executors import Executor, ExecutorConfig
 from .filters import FilterConfig
-from .packing import FimConfig
+from .packing import CHARS_PER_TOKEN, FimConfig
 from .readers import limit_plan, plan_sources, repo_key
 from .shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardWriter, atomic_write_bytes, atomic_write_json,
                      remove_shards)
@@ -202,7 +202,8 @@ class Preparation:
         lap("dedup")
         tok_dir = self._stage(ex, "tokens", tokenize_task, [
             {"clean_file": str(clean_dir / f"{task_name(i)}.jsonl"), "dropped_file": str(dedup_file),
-             "tokenizer": str(self.tok_file), "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate},
+             "tokenizer": str(self.tok_file), "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate,
+                     "max_chars": int(self.cfg.seq_len * CHARS_PER_TOKEN)},
              "seed": self.cfg.seed} for i in range(len(groups))])
         lap("tokenize")
         manifest = self._pack(clean_dir, dedup_file, tok_dir, len(groups))

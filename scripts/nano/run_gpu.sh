@@ -15,7 +15,11 @@ W=${NANO_WORK:-/tmp/nano-w}
 mkdir -p "$W"
 if [ ! -f "$W/data/manifest.json" ]; then
   python3 scripts/nano/build_corpus.py --out "$W/corpus" --max-mb-per-package "${NANO_MB_PER_PACKAGE:-120}"
-  python3 -m codegemma tokenizer train --input "$W/corpus/corpus.jsonl" --vocab-size 8192 --out "$W/tok" --limit-mb 80
+  if [ -n "${NANO_INIT:-}" ]; then   # continued pretraining: keep the model's own tokenizer
+    cp -r "$NANO_INIT" "$W/tok"
+  else
+    python3 -m codegemma tokenizer train --input "$W/corpus/corpus.jsonl" --vocab-size 8192 --out "$W/tok" --limit-mb 80
+  fi
   python3 -m codegemma data prepare --input "$W/corpus/corpus.jsonl" --out "$W/data" --tokenizer "$W/tok" \
     --seq-len 2048 --fim-rate 0.9 --spm-rate "${NANO_SPM_RATE:-0.5}" --seed 0 --workers 16 --data-dir .bench
   python3 -m codegemma data stats "$W/data" > "$W/data_stats.txt" || true
@@ -25,9 +29,11 @@ RESUME=""
 [ -d "$W/run/checkpoints" ] && RESUME=--resume
 LEFT=$(( BUDGET - ($(date +%s) - T0) - 45 ))
 echo "training for $LEFT s $RESUME"
-python3 -m codegemma train --data "$W/data" --out "$W/run" --preset nano --compile --no-progress $RESUME \
+START="--preset nano"
+[ -n "${NANO_INIT:-}" ] && START="--init $NANO_INIT"
+python3 -m codegemma train --data "$W/data" --out "$W/run" $START --compile --no-progress $RESUME \
   --steps "$STEPS" --max-minutes "$(python3 -c "print($LEFT/60)")" \
-  --micro-batch 64 --batch-tokens 131072 --lr 2e-3 --warmup-steps 200 --min-lr-ratio 0.05 \
+  --micro-batch 64 --batch-tokens 131072 --lr "${NANO_LR:-2e-3}" --warmup-steps "${NANO_WARMUP:-200}" --min-lr-ratio 0.05 \
   --val-every 500 --ckpt-every 100000 --log-every 20 --seed 0
 rm -rf "$W/keep"; mkdir -p "$W/keep"
 cp -r "$W/run/final" "$W/keep/nano"

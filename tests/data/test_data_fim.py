@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from codegemma.data.document import Document, Stats
-from codegemma.data.packing import FimConfig, RepositoryPacker
+from codegemma.data.packing import FimConfig, RepositoryPacker, fim_window
 from codegemma.fim.format import FILE_SEPARATOR, parse_fim
 from codegemma.fim.split import FimSplitter, char_split, whole_lines
 from codegemma.tokenizer import Tokenizer
@@ -144,6 +144,34 @@ def test_every_fim_document_decodes_back_to_its_file(corpus_tokenizer):
             seen[path] = body
     assert seen == files
     assert stats.counts["count/fim_syntactic"] >= 20
+
+
+def test_fim_window_keeps_whole_lines_nearest_the_hole():
+    prefix = "".join(f"before {i}\n" for i in range(100))
+    suffix = "".join(f"after {i}\n" for i in range(100))
+    assert fim_window("a\n", "M", "b\n", 100) == ("a\n", "b\n")          # fits: unchanged
+    head, tail = fim_window(prefix, "MIDDLE\n", suffix, 400)
+    assert prefix.endswith(head) and suffix.startswith(tail)
+    assert head.startswith("before ") and tail.endswith("\n")              # whole lines
+    assert len(head) + len("MIDDLE\n") + len(tail) <= 400
+    assert 2 < len(head) / len(tail) < 4.5                                  # about 3/4 before the hole
+    head, tail = fim_window("x = 1\n", "M", suffix, 400)                   # short prefix: room goes after
+    assert head == "x = 1\n" and len(tail) > 300
+
+
+def test_long_files_give_fim_examples_that_fit_a_sequence(corpus_tokenizer):
+    _require_grammar("python")
+    tok = Tokenizer.load(corpus_tokenizer)
+    body = "".join(PY.replace("area", f"area{i}").replace("import os\n", "") for i in range(40))
+    docs = [Document("repo", "pkg/big.py", body, "python")]
+    for seed in range(6):
+        stats = Stats()
+        chunks = RepositoryPacker(tok, FimConfig(1.0, 0.5, max_chars=1500), seed=seed).render(docs, stats)
+        f = parse_fim(chunks[0])
+        assert stats.counts["count/fim_windowed"] == 1
+        assert len(f["prefix"]) + len(f["middle"]) + len(f["suffix"]) <= 1500
+        at = body.index(f["prefix"] + f["middle"] + f["suffix"])            # a window of the file
+        assert at == 0 or body[at - 1] == "\n"
 
 
 def test_same_seed_same_tokens_whatever_the_file_order(corpus_tokenizer):
