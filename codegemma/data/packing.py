@@ -36,8 +36,8 @@ CHARS_PER_TOKEN = 3.0
 class FimConfig:
     fim_rate: float = 0.9
     spm_rate: float = 0.5
-    # A FIM example (prefix + middle + suffix) is kept to about this many characters; None: whole
-    # files. `data prepare` sets it from --seq-len (see fim_window).
+    # Files longer than this many characters are cut into pieces (file_pieces), each its own
+    # FIM example; None: whole files. `data prepare` sets it from --seq-len.
     max_chars: int | None = None
 
     def __post_init__(self):
@@ -47,27 +47,29 @@ class FimConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
 
 
-def fim_window(prefix: str, middle: str, suffix: str, max_chars: int) -> tuple[str, str]:
-    """(prefix, suffix) cut to whole lines around the middle so all three fit in `max_chars`.
+def file_pieces(text: str, max_chars: int) -> list[str]:
+    """`text` cut at line ends into pieces of at most `max_chars` (a longer single line stays whole),
+    preferring cuts before a line that starts in column 0 (a top-level statement) so each piece
+    still parses.
 
-    A FIM example longer than a training sequence is cut by the packer's window, and in PSM the
-    cut falls between the prefix and the middle: the model then learns to write middles without
-    seeing what comes before them, and answers prompts with the top of a file. Keeping the text
-    nearest the hole (3/4 of the room before it, 1/4 after, unused room passed on) gives training
-    examples the shape `fit_fim` gives long prompts at inference.
+    Why: a FIM example longer than a training sequence is cut by the packer's window, and in PSM
+    that cut falls between the prefix and the middle; the model then learns to write middles
+    without seeing what precedes them, and answers prompts with the top of a file. Each piece is
+    rendered as its own file chunk (same path line) with its own FIM decision, so no text is lost.
     """
-    room = max(0, max_chars - len(middle))
-    if len(prefix) + len(suffix) <= room:
-        return prefix, suffix
-    keep_suffix = min(len(suffix), max(room // 4, room - len(prefix)))
-    keep_prefix = min(len(prefix), room - keep_suffix)
-    head = prefix[len(prefix) - keep_prefix:]
-    if keep_prefix < len(prefix) and "\n" in head:
-        head = head[head.index("\n") + 1:]          # start at a line start
-    tail = suffix[:keep_suffix]
-    if keep_suffix < len(suffix) and "\n" in tail:
-        tail = tail[: tail.rindex("\n") + 1]        # end at a line end
-    return head, tail
+    if len(text) <= max_chars:
+        return [text]
+    pieces, start, last_top, pos = [], 0, -1, 0
+    for line in text.splitlines(keepends=True):
+        if pos > start and line[:1] not in (" ", "\t", "\n", "\r", "") and pos - start >= max_chars // 2:
+            last_top = pos
+        if pos + len(line) - start > max_chars and pos > start:
+            cut = last_top if last_top > start else pos
+            pieces.append(text[start:cut])
+            start, last_top = cut, -1
+        pos += len(line)
+    pieces.append(text[start:])
+    return [p for p in pieces if p]
 
 
 def file_rng(seed: int, repo: str, path: str) -> np.random.Generator:
@@ -95,12 +97,11 @@ class RepositoryPacker:
         self.fim = fim
         self.seed = seed
         self.splitter = FimSplitter()
-        self.max_middle = fim.max_chars // 2 if fim.max_chars else None
         self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
 
     def render(self, docs: list[Document], stats: Stats) -> list[str]:
-        """The rendered chunks (one per file, in packing order) of one repository's documents."""
+        """The rendered chunks (one per file, or per piece of a long file, in packing order) of a repository."""
         files, langs = {}, {}
         for d in docs:
             text, n = neutralise_special_texts(d.text, self.specials)
@@ -117,20 +118,23 @@ class RepositoryPacker:
             text = files[path]
             rng = file_rng(self.seed, docs[0].repo, path)
             stats.add(f"file_chars_log2/{max(0, int(np.log2(max(1, len(text))))):02d}")
-            if rng.random() < self.fim.fim_rate:
-                mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
-                split = self.splitter.split(text, langs[path], rng, max_middle=self.max_middle)
-                stats.add(f"fim_{mode}")
-                stats.add("fim_syntactic" if split.syntactic else "fim_char_fallback")
-                prefix, suffix = split.prefix, split.suffix
-                if self.fim.max_chars and len(text) > self.fim.max_chars:
-                    prefix, suffix = fim_window(prefix, split.middle, suffix, self.fim.max_chars)
-                    stats.add("fim_windowed")
-                chunks.append(render_fim(prefix, suffix, mode, path=path, middle=split.middle))
-            else:
-                stats.add("plain_files")
-                chunks.append(render_file(path, text))
+            pieces = file_pieces(text, self.fim.max_chars) if self.fim.max_chars else [text]
+            if len(pieces) > 1:
+                stats.add("files_cut_into_pieces")
+                stats.add("file_pieces", len(pieces))
+            for piece in pieces:
+                chunks.append(self._render(path, piece, langs[path], rng, stats))
         return chunks
+
+    def _render(self, path: str, text: str, language: str | None, rng, stats: Stats) -> str:
+        if rng.random() < self.fim.fim_rate:
+            mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
+            split = self.splitter.split(text, language, rng)
+            stats.add(f"fim_{mode}")
+            stats.add("fim_syntactic" if split.syntactic else "fim_char_fallback")
+            return render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle)
+        stats.add("plain_files")
+        return render_file(path, text)
 
     def pack(self, docs: list[Document], stats: Stats) -> np.ndarray:
         """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.

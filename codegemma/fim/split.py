@@ -121,10 +121,8 @@ class FimSplitter:
         self.line_prob = line_prob
         self.parsers = parsers or ParserCache()
 
-    def split(self, text: str, language: str | None, rng: np.random.Generator,
-              max_middle: int | None = None) -> FimSplit:
-        """Split `text` (source in `language`) into prefix/middle/suffix; see the module doc.
-        `max_middle` (bytes) caps the middle below half the file."""
+    def split(self, text: str, language: str | None, rng: np.random.Generator) -> FimSplit:
+        """Split `text` (source in `language`) into prefix/middle/suffix; see the module doc."""
         parser = self.parsers.get(language)
         if parser is None or not text:
             return char_split(text, rng)
@@ -132,14 +130,14 @@ class FimSplitter:
         root = parser.parse(data).root_node
         if root.has_error or root.named_child_count == 0:
             return char_split(text, rng)
-        start, end = self._pick_span(root, len(data), rng, max_middle)
+        start, end = self._pick_span(root, len(data), rng)
         if rng.random() < self.line_prob:
             start, end = whole_lines(data, start, end)
         return FimSplit(data[:start].decode("utf-8"), data[start:end].decode("utf-8"),
                         data[end:].decode("utf-8"), True)
 
-    def _pick_span(self, root, size: int, rng: np.random.Generator, cap: int | None) -> tuple[int, int]:
-        max_middle = max(32, min(size // 2, cap or size))
+    def _pick_span(self, root, size: int, rng: np.random.Generator) -> tuple[int, int]:
+        max_middle = max(32, size // 2)
         node = root
         while True:
             kids = [c for c in node.named_children if c.end_byte > c.start_byte]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from codegemma.data.document import Document, Stats
-from codegemma.data.packing import FimConfig, RepositoryPacker, fim_window
+from codegemma.data.packing import FimConfig, RepositoryPacker, file_pieces
 from codegemma.fim.format import FILE_SEPARATOR, parse_fim
 from codegemma.fim.split import FimSplitter, char_split, whole_lines
 from codegemma.tokenizer import Tokenizer
@@ -146,32 +146,39 @@ def test_every_fim_document_decodes_back_to_its_file(corpus_tokenizer):
     assert stats.counts["count/fim_syntactic"] >= 20
 
 
-def test_fim_window_keeps_whole_lines_nearest_the_hole():
-    prefix = "".join(f"before {i}\n" for i in range(100))
-    suffix = "".join(f"after {i}\n" for i in range(100))
-    assert fim_window("a\n", "M", "b\n", 100) == ("a\n", "b\n")          # fits: unchanged
-    head, tail = fim_window(prefix, "MIDDLE\n", suffix, 400)
-    assert prefix.endswith(head) and suffix.startswith(tail)
-    assert head.startswith("before ") and tail.endswith("\n")              # whole lines
-    assert len(head) + len("MIDDLE\n") + len(tail) <= 400
-    assert 2 < len(head) / len(tail) < 4.5                                  # about 3/4 before the hole
-    head, tail = fim_window("x = 1\n", "M", suffix, 400)                   # short prefix: room goes after
-    assert head == "x = 1\n" and len(tail) > 300
+def test_file_pieces_cut_at_top_level_lines_and_lose_nothing():
+    assert file_pieces("short\n", 100) == ["short\n"]
+    text = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y\n\n" for i in range(60))
+    pieces = file_pieces(text, 300)
+    assert "".join(pieces) == text and len(pieces) > 5
+    assert all(len(p) <= 300 for p in pieces)
+    assert all(p.startswith("def f") for p in pieces)          # cut before top-level statements
+    no_top = "".join(f"    line {i}\n" for i in range(100))    # no column-0 line: any line end
+    pieces = file_pieces(no_top, 200)
+    assert "".join(pieces) == no_top and all(len(p) <= 200 and p.endswith("\n") for p in pieces)
+    assert file_pieces("x" * 500 + "\nend\n", 100) == ["x" * 500 + "\n", "end\n"]  # a long line stays whole
 
 
-def test_long_files_give_fim_examples_that_fit_a_sequence(corpus_tokenizer):
+def test_long_files_become_pieces_that_each_fit_a_sequence(corpus_tokenizer):
     _require_grammar("python")
     tok = Tokenizer.load(corpus_tokenizer)
     body = "".join(PY.replace("area", f"area{i}").replace("import os\n", "") for i in range(40))
     docs = [Document("repo", "pkg/big.py", body, "python")]
-    for seed in range(6):
-        stats = Stats()
-        chunks = RepositoryPacker(tok, FimConfig(1.0, 0.5, max_chars=1500), seed=seed).render(docs, stats)
-        f = parse_fim(chunks[0])
-        assert stats.counts["count/fim_windowed"] == 1
-        assert len(f["prefix"]) + len(f["middle"]) + len(f["suffix"]) <= 1500
-        at = body.index(f["prefix"] + f["middle"] + f["suffix"])            # a window of the file
-        assert at == 0 or body[at - 1] == "\n"
+    stats = Stats()
+    chunks = RepositoryPacker(tok, FimConfig(0.9, 0.5, max_chars=1500), seed=3).render(docs, stats)
+    assert len(chunks) > 5 and stats.counts["count/files_cut_into_pieces"] == 1
+    texts = []
+    for chunk in chunks:
+        if "<|fim_prefix|>" in chunk:
+            f = parse_fim(chunk)
+            assert f["path"] == "pkg/big.py"
+            texts.append(f["prefix"] + f["middle"] + f["suffix"])
+        else:
+            path, _, text = chunk.partition("\n")
+            assert path == "pkg/big.py"
+            texts.append(text)
+    assert "".join(texts) == body and all(len(t) <= 1500 for t in texts)
+    assert stats.counts["count/fim_syntactic"] >= len(chunks) // 2  # pieces still parse
 
 
 def test_same_seed_same_tokens_whatever_the_file_order(corpus_tokenizer):
