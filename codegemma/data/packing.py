@@ -111,6 +111,7 @@ class RepositoryPacker:
             files[d.path] = text
             langs[d.path] = d.language
         chunks = []
+        stats.add("files_packed", len(files))
         # a repository whose root is a Python package (site-packages/numpy) is imported by its
         # directory name: `import numpy` must find the root __init__.py
         package = docs[0].repo.rstrip("/").rsplit("/", 1)[-1]
@@ -155,7 +156,7 @@ class RepositoryPacker:
                 pieces.append(np.asarray(ids, dtype=np.uint32))
         pieces.append(np.asarray([self.tok.eos_id], dtype=np.uint32))
         tokens = np.concatenate(pieces)
-        stats.add("files_packed", len(chunks))
+        stats.add("chunks_packed", len(chunks))   # files and pieces of long files: FIM decisions
         stats.add("tokens", int(tokens.size))
         return tokens
 

@@ -42,7 +42,7 @@ def summarize(directory: str | Path) -> dict:
         "contaminated_by": {k.split("/")[-1]: v for k, v in counts.items() if k.startswith("count/contaminated/")},
     }
     fim = counts.get("count/fim_psm", 0) + counts.get("count/fim_spm", 0)
-    packed = counts.get("count/files_packed", 0)
+    packed = counts.get("count/chunks_packed", 0) or counts.get("count/files_packed", 0)
     if packed:
         summary["fim_rate"] = fim / packed
         summary["spm_share_of_fim"] = counts.get("count/fim_spm", 0) / fim if fim else 0.0

@@ -67,14 +67,18 @@ def _packed_files(out: Path, tok: Tokenizer) -> dict[str, str]:
         text = tok.decode(ids)
         for pack in text.split("<bos>")[1:]:
             assert pack.endswith("<eos>")
+            previous = None
             for chunk in pack[:-len("<eos>")].split(FILE_SEPARATOR):
                 if "<|fim_prefix|>" in chunk:
                     f = parse_fim(chunk)
-                    body = f["prefix"] + f["middle"] + f["suffix"]
-                    files.setdefault(f["path"], []).append(body)
+                    path, body = f["path"], f["prefix"] + f["middle"] + f["suffix"]
                 else:
                     path, _, body = chunk.partition("\n")
+                if path == previous:      # the next piece of a long file
+                    files[path][-1] += body
+                else:
                     files.setdefault(path, []).append(body)
+                previous = path
     return files
 
 
