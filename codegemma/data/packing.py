@@ -27,9 +27,10 @@ from .document import Document, Stats
 from .filters import neutralise_special_texts, special_text_pattern
 
 
-# Characters per token assumed when sizing a FIM example to the sequence length: below what code
-# averages with our tokenizers (about 3.8), so the estimate errs towards examples that fit.
-CHARS_PER_TOKEN = 3.0
+# Files are cut into pieces of at most this many characters per token of the sequence length:
+# about half a sequence with our tokenizers (code averages about 3.8 characters per token), so a
+# FIM example fits in a sequence with room to spare and few are started over (see ShardWriter).
+CHARS_PER_TOKEN = 2.0
 
 
 @dataclass(frozen=True)

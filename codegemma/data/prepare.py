@@ -277,7 +277,10 @@ class Preparation:
             # a seeded shuffle of repositories, independent of how they were computed
             names = sorted(names, key=lambda r: hashlib.sha256(f"{self.cfg.seed}\0{r}".encode()).hexdigest())
             writer = ShardWriter(self.out, split, self.cfg.seq_len, self.tokenizer.pad_id,
-                                 self.cfg.sequences_per_shard, bos_id=self.tokenizer.bos_id)
+                                 self.cfg.sequences_per_shard, bos_id=self.tokenizer.bos_id,
+                                 restart_after_id=self.tokenizer.token_id("file_separator"),
+                                 keep_from_ids=(self.tokenizer.token_id("fim_suffix"),
+                                                self.tokenizer.token_id("fim_prefix")))
             for r in tqdm(names, desc=f"data pack {split}", unit="repo", leave=False):
                 writer.add_document(np.load(tok_dir / f"{repo_key(r)}.npy"))
             shards = writer.close()
@@ -285,6 +288,7 @@ class Preparation:
                 "shards": shards,
                 "num_sequences": sum(s["num_sequences"] for s in shards),
                 "num_tokens": writer.num_real_tokens,
+                "num_repeated_tokens": writer.num_repeated_tokens,
                 "num_documents": writer.num_documents,
                 "num_repositories": len(names),
             }

@@ -53,13 +53,21 @@ class ShardWriter:
     long document continues in the next sequence (as a new segment there). With `bos_id`, each
     continuation segment starts with that token: a repository pack can run to thousands of
     sequences, and without it the model would almost never see `<bos>` ahead of code, which is how
-    every inference prompt starts. Only the last sequence
+    every inference prompt starts. With `restart_after_id` (the file separator) and `keep_from_ids`
+    (<|fim_suffix|>, <|fim_prefix|>) as well, the document is a run of chunks (files) each ending
+    in the former, and a chunk that fits in a sequence and would be cut after the last of its
+    `keep_from_ids` tokens is started over in the next sequence: the current one is filled with its
+    head (trained as plain text) and the next opens with `<bos>` and the whole chunk. Cut there, a
+    PSM example loses the end of its prefix, which the middle needs, and an SPM one its suffix;
+    cut earlier, the middle keeps the text it is written against. The price is some repeated
+    tokens (`num_repeated_tokens`). Only the last sequence
     of the split is padded (with `pad_id`, segment -1). Each shard holds `sequences_per_shard`
     sequences (the last shard may hold fewer).
     """
 
     def __init__(self, out_dir: Path, split: str, seq_len: int, pad_id: int,
-                 sequences_per_shard: int = 1024, bos_id: int | None = None):
+                 sequences_per_shard: int = 1024, bos_id: int | None = None,
+                 restart_after_id: int | None = None, keep_from_ids: tuple[int, ...] = ()):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if seq_len < 2:
@@ -69,6 +77,9 @@ class ShardWriter:
         self.seq_len = int(seq_len)
         self.pad_id = int(pad_id)
         self.bos_id = bos_id
+        self.restart_after_id = restart_after_id if bos_id is not None else None
+        self.keep_from_ids = np.asarray(keep_from_ids, dtype=np.uint32)
+        self.num_repeated_tokens = 0
         self.tokens_per_shard = self.seq_len * int(sequences_per_shard)
         self.shards: list[dict] = []
         self.num_documents = 0
@@ -86,6 +97,10 @@ class ShardWriter:
             return
         self.num_documents += 1
         self.num_real_tokens += int(tokens.size)
+        # chunk i is tokens[starts[i]:starts[i + 1]]; each but the last ends with restart_after_id
+        starts = None
+        if self.restart_after_id is not None:
+            starts = np.concatenate([[0], np.flatnonzero(tokens == self.restart_after_id) + 1, [tokens.size]])
         pos = 0
         while pos < tokens.size:
             room_seq = self.seq_len - (self._fill % self.seq_len)
@@ -98,9 +113,22 @@ class ShardWriter:
             self._buf[self._fill:self._fill + take] = tokens[pos:pos + take]
             self._fill += take
             self._segments.append((start, self._fill - start))
-            pos += take
+            end, pos = pos + take, self._next_position(tokens, starts, pos, pos + take)
+            self.num_repeated_tokens += end - pos
             if self._fill == self.tokens_per_shard:
                 self._flush_shard()
+
+    def _next_position(self, tokens: np.ndarray, starts, pos: int, end: int) -> int:
+        """Where the next sequence resumes the document: `end`, or the start of the chunk that the
+        cut at `end` falls inside (see the class doc for when)."""
+        if starts is None or end >= starts[-1]:
+            return end
+        i = int(np.searchsorted(starts, end, side="right")) - 1      # the chunk holding token `end`
+        chunk_start, chunk_end = int(starts[i]), int(starts[i + 1])
+        if not (pos < chunk_start < end and chunk_end - chunk_start <= self.seq_len - 1):
+            return end
+        marks = np.flatnonzero(np.isin(tokens[chunk_start:chunk_end], self.keep_from_ids))
+        return chunk_start if marks.size and chunk_start + int(marks[-1]) < end else end
 
     def close(self) -> list[dict]:
         """Pad the last sequence, write the last shard, return the shard entries for the manifest."""

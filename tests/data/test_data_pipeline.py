@@ -63,6 +63,12 @@ def _packed_files(out: Path, tok: Tokenizer) -> dict[str, str]:
             if ids and ids[-1] != tok.eos_id:   # a pack continued here: drop the <bos> it opens with
                 assert t[0] == tok.bos_id
                 t = t[1:]
+                # a FIM file cut after its suffix sentinel starts over whole in this row: drop the
+                # head the previous row ended with
+                sep = tok.token_id("file_separator")
+                cut = len(ids) - ids[::-1].index(sep) if sep in ids else len(ids)
+                if ids[cut:] and t[:len(ids) - cut] == ids[cut:]:
+                    del ids[cut:]
             ids += t
         text = tok.decode(ids)
         for pack in text.split("<bos>")[1:]:

@@ -6,8 +6,9 @@ import pytest
 from codegemma.data.shards import FORMAT_NAME, ShardReader, ShardWriter, atomic_write_json
 
 
-def _write(tmp_path, docs, seq_len, per_shard, bos_id=None):
-    w = ShardWriter(tmp_path, "train", seq_len=seq_len, pad_id=0, sequences_per_shard=per_shard, bos_id=bos_id)
+def _write(tmp_path, docs, seq_len, per_shard, bos_id=None, **restart):
+    w = ShardWriter(tmp_path, "train", seq_len=seq_len, pad_id=0, sequences_per_shard=per_shard, bos_id=bos_id,
+                    **restart)
     for d in docs:
         w.add_document(np.asarray(d, dtype=np.uint32))
     shards = w.close()
@@ -38,6 +39,23 @@ def test_continuations_open_with_bos(tmp_path):
     seqs = [r[i] for i in range(len(r))]
     assert [s[0].tolist() for s in seqs] == [[2, 5, 6, 2], [2, 8, 9, 10], [2, 11, 12, 13], [2, 14, 0, 0]]
     assert [s[1].tolist() for s in seqs] == [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, -1, -1]]
+
+
+def test_fim_chunk_cut_after_its_suffix_sentinel_starts_over(tmp_path):
+    # chunks end with 9 (the file separator); 7 plays <|fim_suffix|>
+    doc = [2, 5, 5, 9, 6, 7, 6, 6, 9, 8, 8, 8, 3]
+    _write(tmp_path, [doc], seq_len=8, per_shard=4, bos_id=2, restart_after_id=9, keep_from_ids=(7,))
+    rows = [ShardReader(tmp_path)[i][0].tolist() for i in range(3)]
+    assert rows == [[2, 5, 5, 9, 6, 7, 6, 6],    # row ends inside chunk 2, after its 7: filled with its head,
+                    [2, 6, 7, 6, 6, 9, 8, 8],    # ... which starts over here, whole
+                    [2, 8, 3, 0, 0, 0, 0, 0]]    # chunk 3 has no 7: it simply continues
+    # the cut before the chunk's last 7, or a chunk longer than a row: plain continuation
+    _write(tmp_path, [[2, 5, 5, 9, 6, 6, 6, 7, 9, 3]], seq_len=7, per_shard=4, bos_id=2,
+           restart_after_id=9, keep_from_ids=(7,))
+    assert ShardReader(tmp_path)[1][0].tolist() == [2, 7, 9, 3, 0, 0, 0]
+    _write(tmp_path, [[2, 9, 7, 1, 1, 1, 1, 1, 1, 1, 9, 3]], seq_len=5, per_shard=4, bos_id=2,
+           restart_after_id=9, keep_from_ids=(7,))
+    assert ShardReader(tmp_path)[1][0].tolist() == [2, 1, 1, 1, 1]
 
 
 def test_tail_padding_is_minus_one(tmp_path):
