@@ -123,7 +123,8 @@ def _run_stats(args: argparse.Namespace) -> int:
         return 0
     print(f"sequence length {summary['seq_len']}")
     for split, info in summary["splits"].items():
-        print(f"{split:5s}: {info['num_sequences']} sequences, {info['num_tokens']} tokens, "
+        repeated = f" (+{info['num_repeated_tokens']} repeated)" if info.get("num_repeated_tokens") else ""
+        print(f"{split:5s}: {info['num_sequences']} sequences, {info['num_tokens']} tokens{repeated}, "
               f"{info['num_documents']} documents, {info['num_repositories']} repositories")
     for title in ("counts", "dropped", "changed", "contaminated_by"):
         if summary.get(title):

@@ -128,6 +128,10 @@ def test_sequences_segments_and_validation_split(reference, corpus_tokenizer):
     train, val = ShardReader(out, "train"), ShardReader(out, "val")
     assert len(train) > 1 and len(val) >= 1
     assert m["splits"]["val"]["num_repositories"] >= 1
+    # every stored token is a document token, a repeated FIM head, or a <bos> opening a continuation
+    info = m["splits"]["train"]
+    stored = sum(int((train[i][1] >= 0).sum()) for i in range(len(train)))
+    assert 0 <= stored - info["num_tokens"] - info["num_repeated_tokens"] < len(train)
     tokens, seg = train[0]
     assert tokens.shape == (256,) and seg.shape == (256,)
     assert tokens[0] == tok.bos_id and seg[0] == 0
