@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_md import record  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -111,9 +113,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_results:
-        results = HERE / "RESULTS.md"
-        prev = results.read_text() if results.is_file() else "# Benchmark results\n"
-        results.write_text(prev.rstrip("\n") + "\n\n## Data pipeline throughput\n\n" + text + "\n")
+        record("Data pipeline throughput", text)
     return 0
 
 

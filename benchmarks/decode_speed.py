@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 import traceback
@@ -390,7 +389,10 @@ def main() -> int:
     log(f"device {device}, torch {torch.__version__}; device-to-device copy bandwidth {bw / 1e9:.0f} GB/s")
     sections = set(args.sections.split(","))
     modes = [m for m in args.modes.split(",") if m]
-    for preset in args.presets.split(","):
+    presets = args.presets.split(",")
+    if args.cpu_dry_run:   # what the flag promises: the code path on a model a CPU can hold
+        modes, presets = ["eager"], ["debug"]
+    for preset in presets:
         bench_preset(preset, modes, sections, bw, out["presets"], dev, args.compile_prefill, args.max_slots,
                      args.keystrokes, args.n_decode)
         if args.out:
@@ -403,16 +405,8 @@ def main() -> int:
              f"Copy bandwidth {bw / 1e9:.0f} GB/s; bandwidth limit = copy bandwidth / (2 bytes x parameters). "
              f"Random bf16 weights; FIM = 2k-token PSM prompt, 16 new tokens, {args.keystrokes} keystrokes; "
              f"decode rate and throughput with speculation off, FIM with the engine's default speculation.\n\n{md}\n")
-    path = Path(args.results_md)
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if "\n## Inference\n" not in text:
-        text += "\n## Inference\n"
-    head, _, tail = text.partition("\n## Inference\n")
-    nxt = tail.find("\n## ")
-    tail = tail + entry if nxt < 0 else tail[:nxt] + entry + tail[nxt:]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(head + "\n## Inference\n" + tail)
-    os.replace(tmp, path)
+    from results_md import record
+    record("Inference", entry, args.results_md)
     return 0
 
 

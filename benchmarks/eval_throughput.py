@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_md import record  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
@@ -107,11 +109,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_results:
-        results_md = HERE / "RESULTS.md"
-        with open(results_md, "a", encoding="utf-8") as fh:  # append: others write here too
-            if fh.tell() == 0:
-                fh.write("# Benchmark results\n")
-            fh.write("\n## Evaluation scoring throughput\n\n" + text + "\n")
+        record("Evaluation scoring throughput", text)
     return 0
 
 

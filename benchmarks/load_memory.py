@@ -72,18 +72,17 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append((which, r["peak_kib"] * 1024 / 1e9, r["weights_bytes"] / 1e9))
     ours = rows[0][1]
-    lines = [f"| loader | peak RSS above baseline (GB) | weights (GB) | peak / weights | vs transformers |",
+    lines = ["| loader | peak RSS above baseline (GB) | weights (GB) | peak / weights | vs transformers |",
              "|---|---|---|---|---|"]
     for which, peak, weights in rows:
         lines.append(f"| {which} | {peak:.2f} | {weights:.2f} | {peak / weights:.2f}x | {peak / max(rows[1][1], 1e-9):.2f}x |")
     table = "\n".join(lines)
     print(f"{config.num_parameters() / 1e9:.2f}B params, bf16 checkpoint, loaded as {args.dtype}\n{table}")
-    results = Path(__file__).with_name("RESULTS.md")
+    from results_md import record
     stamp = f"{datetime.date.today()} on {platform.machine()} CPU ({platform.node() or 'host'})"
-    with open(results, "a") as f:
-        f.write(f"\n## Checkpoint loading memory (benchmarks/load_memory.py)\n\n"
-                f"{config.num_parameters() / 1e9:.2f}B-parameter bf16 checkpoint loaded as {args.dtype}, "
-                f"{stamp}; codegemma peak = {ours:.2f} GB.\n\n{table}\n")
+    record("Checkpoint loading memory (benchmarks/load_memory.py)",
+           f"{config.num_parameters() / 1e9:.2f}B-parameter bf16 checkpoint loaded as {args.dtype}, "
+           f"{stamp}; codegemma peak = {ours:.2f} GB.\n\n{table}")
 
 
 if __name__ == "__main__":

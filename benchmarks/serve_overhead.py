@@ -147,9 +147,8 @@ def main() -> int:
                          f"{statistics.median(xs) / base:.2f} |")
     table = "\n".join(lines)
     print(table)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    with open(results, "a") as f:
-        f.write(f"\n## Serving (serve_overhead.py)\n\n{table}\n")
+    from results_md import record
+    record("Serving (serve_overhead.py)", table)
     tmp.cleanup()
     return 0
 

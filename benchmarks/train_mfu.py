@@ -318,14 +318,8 @@ def main() -> int:
         (out / "train_mfu.md").write_text(section)
     md = Path(args.results_md)
     if md.parent.is_dir() and os.access(md.parent, os.W_OK):
-        text = md.read_text() if md.is_file() else "# Benchmark results\n"
-        if "\n## Training\n" not in text:
-            text += "\n## Training\n"
-        # Insert at the end of the Training section (before the next "## " heading, if any).
-        start = text.index("\n## Training\n") + len("\n## Training\n")
-        end = text.find("\n## ", start)
-        end = len(text) if end < 0 else end
-        md.write_text(text[:end].rstrip("\n") + "\n" + section + text[end:])
+        from results_md import record
+        record("Training", section, md)
     return 0
 
 
