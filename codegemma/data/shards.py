@@ -77,7 +77,7 @@ class ShardWriter:
         self.seq_len = int(seq_len)
         self.pad_id = int(pad_id)
         self.bos_id = bos_id
-        self.restart_after_id = restart_after_id if bos_id is not None else None
+        self.restart_after_id = restart_after_id
         self.keep_from_ids = np.asarray(keep_from_ids, dtype=np.uint32)
         self.num_repeated_tokens = 0
         self.tokens_per_shard = self.seq_len * int(sequences_per_shard)
