@@ -48,29 +48,35 @@ class FimConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
 
 
-def file_pieces(text: str, max_chars: int) -> list[str]:
-    """`text` cut at line ends into pieces of at most `max_chars` (a longer single line stays whole),
-    preferring cuts before a line that starts in column 0 (a top-level statement) so each piece
-    still parses.
+def piece_bounds(text: str, max_chars: int) -> list[tuple[int, int]]:
+    """`text` cut at line ends into pieces [lo, hi) of at most `max_chars` (a longer single line
+    stays whole), preferring cuts before a line that starts in column 0 (a top-level statement).
 
     Why: a FIM example longer than a training sequence is cut by the packer's window, and in PSM
     that cut falls between the prefix and the middle; the model then learns to write middles
     without seeing what precedes them, and answers prompts with the top of a file. Each piece is
-    rendered as its own file chunk (same path line) with its own FIM decision, so no text is lost.
+    rendered as its own file chunk (same path line) with its own FIM decision, so no text is lost;
+    its FIM split still uses the syntax tree of the whole file (FimSplitter's `window`).
     """
     if len(text) <= max_chars:
-        return [text]
-    pieces, start, last_top, pos = [], 0, -1, 0
+        return [(0, len(text))]
+    bounds, start, last_top, pos = [], 0, -1, 0
     for line in text.splitlines(keepends=True):
         if pos > start and line[:1] not in (" ", "\t", "\n", "\r", "") and pos - start >= max_chars // 2:
             last_top = pos
         if pos + len(line) - start > max_chars and pos > start:
             cut = last_top if last_top > start else pos
-            pieces.append(text[start:cut])
+            bounds.append((start, cut))
             start, last_top = cut, -1
         pos += len(line)
-    pieces.append(text[start:])
-    return [p for p in pieces if p]
+    if start < len(text):
+        bounds.append((start, len(text)))
+    return bounds
+
+
+def file_pieces(text: str, max_chars: int) -> list[str]:
+    """The texts of `piece_bounds`."""
+    return [text[lo:hi] for lo, hi in piece_bounds(text, max_chars)]
 
 
 def file_rng(seed: int, repo: str, path: str) -> np.random.Generator:
@@ -120,23 +126,25 @@ class RepositoryPacker:
             text = files[path]
             rng = file_rng(self.seed, docs[0].repo, path)
             stats.add(f"file_chars_log2/{max(0, int(np.log2(max(1, len(text))))):02d}")
-            pieces = file_pieces(text, self.fim.max_chars) if self.fim.max_chars else [text]
+            pieces = piece_bounds(text, self.fim.max_chars) if self.fim.max_chars else [(0, len(text))]
             if len(pieces) > 1:
                 stats.add("files_cut_into_pieces")
                 stats.add("file_pieces", len(pieces))
-            for piece in pieces:
-                chunks.append(self._render(path, piece, langs[path], rng, stats))
+            for window in pieces:
+                chunks.append(self._render(path, text, window, langs[path], rng, stats))
         return chunks
 
-    def _render(self, path: str, text: str, language: str | None, rng, stats: Stats) -> str:
+    def _render(self, path: str, text: str, window: tuple[int, int], language: str | None, rng,
+                stats: Stats) -> str:
+        """The chunk for the characters [lo, hi) of the file `text`: plain or a FIM example."""
         if rng.random() < self.fim.fim_rate:
             mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
-            split = self.splitter.split(text, language, rng)
+            split = self.splitter.split(text, language, rng, window=window)
             stats.add(f"fim_{mode}")
             stats.add("fim_syntactic" if split.syntactic else "fim_char_fallback")
             return render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle)
         stats.add("plain_files")
-        return render_file(path, text)
+        return render_file(path, text[window[0]:window[1]])
 
     def pack(self, docs: list[Document], stats: Stats) -> np.ndarray:
         """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.

@@ -19,6 +19,10 @@ place, rather than Bavarian et al.'s uniformly random character positions. Ours:
   `    return x\n`); without this the model never sees a middle that begins with indentation or
   ends with a newline.
 - max_middle = max(32, half the file) bytes, so the middle never swallows the whole file.
+- A piece of a long file (`window`, see data/packing.file_pieces) is split with the tree of the
+  whole file: the walk only takes nodes inside the window (descending through those that cross
+  its edges), so a piece that starts inside a class body still gets a syntactic split. Parsing
+  the piece alone would fail there and fall back to random characters for most of a corpus.
 
 The walk touches one path of the tree (depth x branching), not every node, so the cost is
 dominated by the C parse.
@@ -120,39 +124,72 @@ class FimSplitter:
         self.extend_prob = extend_prob
         self.line_prob = line_prob
         self.parsers = parsers or ParserCache()
+        self._last = None   # (text, language, root, bytes) of the last file parsed
 
-    def split(self, text: str, language: str | None, rng: np.random.Generator) -> FimSplit:
-        """Split `text` (source in `language`) into prefix/middle/suffix; see the module doc."""
-        parser = self.parsers.get(language)
-        if parser is None or not text:
-            return char_split(text, rng)
-        data = text.encode("utf-8")
-        root = parser.parse(data).root_node
-        if root.has_error or root.named_child_count == 0:
-            return char_split(text, rng)
-        start, end = self._pick_span(root, len(data), rng)
+    def split(self, text: str, language: str | None, rng: np.random.Generator,
+              window: tuple[int, int] | None = None) -> FimSplit:
+        """Split `text` (source in `language`), or the characters [lo, hi) of it when `window` is
+        given, into prefix/middle/suffix; see the module doc. The split covers the window only:
+        prefix + middle + suffix == text[lo:hi]."""
+        lo, hi = window or (0, len(text))
+        root, data = self._parse(text, language)
+        if root is None or hi <= lo:
+            return char_split(text[lo:hi], rng)
+        blo = len(text[:lo].encode("utf-8", "surrogatepass"))
+        bhi = blo + len(text[lo:hi].encode("utf-8", "surrogatepass"))
+        for _ in range(4):   # a walk into a node crossing the window's edge can dead-end
+            span = self._pick_span(root, blo, bhi, rng)
+            if span is not None:
+                break
+        else:
+            return char_split(text[lo:hi], rng)
+        start, end = span
         if rng.random() < self.line_prob:
             start, end = whole_lines(data, start, end)
-        return FimSplit(data[:start].decode("utf-8"), data[start:end].decode("utf-8"),
-                        data[end:].decode("utf-8"), True)
+            start, end = max(start, blo), min(end, bhi)
+        dec = lambda a, b: data[a:b].decode("utf-8", "surrogatepass")
+        return FimSplit(dec(blo, start), dec(start, end), dec(end, bhi), True)
 
-    def _pick_span(self, root, size: int, rng: np.random.Generator) -> tuple[int, int]:
-        max_middle = max(32, size // 2)
+    def _parse(self, text: str, language: str | None):
+        """(root node, UTF-8 bytes) of `text`, or (None, None) when it cannot be split syntactically.
+        The last file's tree is kept: the pieces of a long file are split one after another."""
+        if self._last is not None and self._last[0] is text and self._last[1] == language:
+            return self._last[2], self._last[3]
+        parser = self.parsers.get(language)
+        root = data = None
+        if parser is not None and text:
+            data = text.encode("utf-8", "surrogatepass")
+            root = parser.parse(data).root_node
+            if root.has_error or root.named_child_count == 0:
+                root = None
+        self._last = (text, language, root, data)
+        return root, data
+
+    def _pick_span(self, root, lo: int, hi: int, rng: np.random.Generator) -> tuple[int, int] | None:
+        """A run of whole sibling nodes inside the byte window [lo, hi), or None."""
+        max_middle = max(32, (hi - lo) // 2)
         node = root
         while True:
-            kids = [c for c in node.named_children if c.end_byte > c.start_byte]
+            # children overlapping the window; one crossing its edge only if there is more inside
+            kids = [c for c in node.named_children
+                    if c.end_byte > c.start_byte and c.start_byte < hi and c.end_byte > lo
+                    and (c.named_child_count or (c.start_byte >= lo and c.end_byte <= hi))]
             if not kids:
-                return node.start_byte, node.end_byte
-            sizes = np.array([c.end_byte - c.start_byte for c in kids], dtype=np.float64)
+                if node.start_byte >= lo and node.end_byte <= hi:
+                    return node.start_byte, node.end_byte
+                return None
+            sizes = np.array([min(c.end_byte, hi) - max(c.start_byte, lo) for c in kids], dtype=np.float64)
             weights = np.sqrt(sizes)
             k = int(rng.choice(len(kids), p=weights / weights.sum()))
             child = kids[k]
-            small = sizes[k] <= max_middle
+            inside = child.start_byte >= lo and child.end_byte <= hi
+            small = inside and sizes[k] <= max_middle
             is_leaf = child.named_child_count == 0
             if small and (is_leaf or rng.random() < self.stop_prob):
                 start, end = child.start_byte, child.end_byte
                 j = k + 1
-                while j < len(kids) and rng.random() < self.extend_prob and kids[j].end_byte - start <= max_middle:
+                while (j < len(kids) and kids[j].end_byte <= hi and rng.random() < self.extend_prob
+                       and kids[j].end_byte - start <= max_middle):
                     end = kids[j].end_byte
                     j += 1
                 return start, end

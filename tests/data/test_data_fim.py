@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from codegemma.data.document import Document, Stats
-from codegemma.data.packing import FimConfig, RepositoryPacker, file_pieces
+from codegemma.data.packing import FimConfig, RepositoryPacker, file_pieces, piece_bounds
 from codegemma.fim.format import FILE_SEPARATOR, parse_fim
 from codegemma.fim.split import FimSplitter, char_split, whole_lines
 from codegemma.tokenizer import Tokenizer
@@ -188,3 +188,46 @@ def test_same_seed_same_tokens_whatever_the_file_order(corpus_tokenizer):
     b = RepositoryPacker(tok, FimConfig(), seed=5).pack(list(reversed(docs)), Stats())
     c = RepositoryPacker(tok, FimConfig(), seed=6).pack(docs, Stats())
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_pieces_of_a_long_file_get_syntactic_splits_from_the_whole_files_tree(corpus_tokenizer):
+    # one big class: no piece but the first starts at column 0
+    _require_grammar("python")
+    doc = "".join(f"        line {j} of a long docstring\n" for j in range(12))
+    methods = "".join(f'    def m{i}(self, x):\n        """Doc.\n\n{doc}        """\n'
+                      f"        y = x * {i}\n        return y + self.k\n\n" for i in range(40))
+    text = "class Big:\n    k = 1\n\n" + methods
+    bounds = piece_bounds(text, 600)
+    assert len(bounds) > 5 and "".join(text[a:b] for a, b in bounds) == text
+    assert all(b - a <= 600 for a, b in bounds)
+    starts, ends = _node_boundaries(text, "python")
+    splitter = FimSplitter(line_prob=0.0)
+    rng = np.random.default_rng(5)
+    parser = FimSplitter().parsers.get("python")
+    alone = [parser.parse(text[lo:hi].encode()).root_node.has_error for lo, hi in bounds[1:]]
+    assert sum(alone) >= len(alone) // 2     # most are cut inside a docstring: no parse alone
+    for lo, hi in bounds[1:]:
+        for _ in range(10):
+            s = splitter.split(text, "python", rng, window=(lo, hi))
+            assert s.syntactic
+            assert s.prefix + s.middle + s.suffix == text[lo:hi]
+            cut1, cut2 = lo + len(s.prefix), lo + len(s.prefix) + len(s.middle)
+            assert cut1 in starts and cut2 in ends
+    # and through the packer: every FIM piece is split syntactically, none falls back
+    tok = Tokenizer.load(corpus_tokenizer)
+    stats = Stats()
+    RepositoryPacker(tok, FimConfig(1.0, 0.5, max_chars=600), seed=0).render(
+        [Document("r", "big.py", text, "python")], stats)
+    assert stats.counts["count/file_pieces"] == len(bounds)
+    assert stats.counts["count/fim_syntactic"] == len(bounds)
+    assert "count/fim_char_fallback" not in stats.counts
+
+
+def test_windowed_split_is_utf8_safe():
+    _require_grammar("python")
+    text = "".join(f"def f{i}():\n    return 'é{i}ü'\n\n" for i in range(40))
+    rng = np.random.default_rng(2)
+    for lo, hi in piece_bounds(text, 200):
+        for _ in range(5):
+            s = FimSplitter().split(text, "python", rng, window=(lo, hi))
+            assert s.syntactic and s.prefix + s.middle + s.suffix == text[lo:hi]
