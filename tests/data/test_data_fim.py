@@ -61,7 +61,7 @@ def _node_boundaries(text: str, language: str) -> tuple[set, set]:
 ])
 def test_middle_is_whole_nodes_and_suffix_starts_at_a_node_end(language, text):
     _require_grammar(language)
-    splitter = FimSplitter(line_prob=0.0)
+    splitter = FimSplitter(line_prob=0.0, statement_prob=0.0)
     starts, ends = _node_boundaries(text, language)
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -201,7 +201,7 @@ def test_pieces_of_a_long_file_get_syntactic_splits_from_the_whole_files_tree(co
     assert len(bounds) > 5 and "".join(text[a:b] for a, b in bounds) == text
     assert all(b - a <= 600 for a, b in bounds)
     starts, ends = _node_boundaries(text, "python")
-    splitter = FimSplitter(line_prob=0.0)
+    splitter = FimSplitter(line_prob=0.0, statement_prob=0.0)
     rng = np.random.default_rng(5)
     parser = FimSplitter().parsers.get("python")
     alone = [parser.parse(text[lo:hi].encode()).root_node.has_error for lo, hi in bounds[1:]]
@@ -231,3 +231,20 @@ def test_windowed_split_is_utf8_safe():
         for _ in range(5):
             s = FimSplitter().split(text, "python", rng, window=(lo, hi))
             assert s.syntactic and s.prefix + s.middle + s.suffix == text[lo:hi]
+
+
+def test_statement_middles_are_whole_lines_of_whole_statements():
+    _require_grammar("python")
+    starts, ends = _node_boundaries(PY, "python")
+    rng = np.random.default_rng(11)
+    lines = 0
+    for _ in range(60):
+        s = FimSplitter(statement_prob=1.0, line_prob=0.0).split(PY, "python", rng)
+        assert s.syntactic and s.prefix + s.middle + s.suffix == PY
+        assert s.prefix == "" or s.prefix.endswith("\n")
+        assert s.middle.endswith("\n") and any(c.isalnum() for c in s.middle)
+        core = s.middle.strip()
+        at = len(s.prefix) + s.middle.index(core)
+        assert at in starts and at + len(core) in ends      # a run of whole nodes, nothing cut
+        lines += s.middle.count("\n") == 1
+    assert lines >= 15      # single lines (`return w * h`) are common, not only whole blocks
