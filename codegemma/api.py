@@ -1,5 +1,7 @@
 """The Python API: `codegemma.load(path)` -> a CodeGemma with generate / complete / chat.
 
+`codegemma.load()` (or `load("nano")`) loads the built-in model, codegemma-nano.
+
 Everything runs through the one Engine (codegemma.infer.engine); this module only turns Python
 calls into prompts and SamplingParams.
 
@@ -97,10 +99,11 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
          max_seq_len: int | None = None, compile: bool | str | None = None, **engine_options) -> CodeGemma:
     """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
 
+    `path` None or "nano" loads codegemma-nano, the built-in model (codegemma/models/nano).
     `engine_options` go to the Engine (e.g. max_queue, warmup, speculate)."""
-    if path is None:
-        raise ValueError("no model given: pass a model directory, e.g. codegemma.load('path/to/codegemma-2b') "
-                         "or --model DIR (a Hugging Face download, or one made by `codegemma init`)")
+    from codegemma.models import resolve_model
+
+    path = resolve_model(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: model directory not found; pass a directory with config.json, "
                                 "model weights and tokenizer.json")

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     g = subparsers.add_parser("generate", help="continue a prompt (prints only the continuation)",
                               description="Continue TEXT with the model; temperature 0 (default) is greedy. "
                                           "Special-token texts in the prompt become control tokens.")
-    _model_args(g)
+    _model_args(g, builtin_default=True)
     g.add_argument("--prompt", required=True, help="the text to continue (<bos> is added)")
     _sampling_args(g, max_new_tokens=128)
     g.set_defaults(func=_run_generate)
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                               description="Fill-in-the-middle: give --prefix/--suffix, or FILE:LINE:COL (1-based; "
                                           "the prefix is the file's text before that cursor, the suffix the text "
                                           "after it, and the file's relative path goes on the path line).")
-    _model_args(c)
+    _model_args(c, builtin_default=True)
     c.add_argument("location", nargs="?", metavar="FILE:LINE:COL", help="cursor position in a file")
     c.add_argument("--prefix", help="code before the cursor")
     c.add_argument("--suffix", help="code after the cursor (default empty)")
@@ -38,15 +38,20 @@ def register(subparsers) -> None:
     h = subparsers.add_parser("chat", help="chat with an instruction-tuned model (7b-it)",
                               description="With --message: print one answer. Without: an interactive "
                                           "conversation (empty line or Ctrl-D ends it).")
-    _model_args(h)
+    _model_args(h, builtin_default=False)
     h.add_argument("--message", help="one user message; prints the answer and exits")
     _sampling_args(h, max_new_tokens=512)
     h.set_defaults(func=_run_chat)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    # Optional so that a built-in default model can be added later; None gives one clear error.
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (Hugging Face format)")
+def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
+    if builtin_default:
+        p.add_argument("--model", default=None, metavar="DIR",
+                       help="model directory (Hugging Face format), or nano (default): codegemma-nano, "
+                            "the small model built into the package")
+    else:  # chat needs an instruction-tuned model, which the built-in base model is not
+        p.add_argument("--model", required=True, metavar="DIR",
+                       help="instruction-tuned model directory (Hugging Face format, e.g. codegemma-7b-it)")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: the model's, at most 8192)")
@@ -74,8 +79,6 @@ def _sampling(args) -> dict:
 def _load(args):
     from codegemma.api import load
 
-    if args.model is None:
-        load(None)  # raises the one clear "pass a model directory" error
     decode = args.decode
     if decode == "auto":
         import torch
@@ -158,7 +161,7 @@ def _run_complete(args) -> int:
     if not middle:
         # stdout holds only the middle; say on stderr why there is nothing, so it is not mistaken for a hang
         print("(empty middle: the model ended the infill at once; a random model from `codegemma init` "
-              "does this — use a trained checkpoint for real completions)", file=sys.stderr)
+              "always does this, a trained one when it sees nothing to insert)", file=sys.stderr)
     return 0
 
 

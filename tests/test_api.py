@@ -15,9 +15,8 @@ def cg(model_dir):  # noqa: F811
         yield loaded
 
 
-def test_load_needs_a_model_dir(tmp_path):
-    with pytest.raises(ValueError, match="pass a model directory"):
-        codegemma.load()
+def test_load_needs_an_existing_model_dir(tmp_path):
+    # load() with no path is the built-in model: tests/models/test_builtin_model.py
     with pytest.raises(FileNotFoundError, match="model directory not found"):
         codegemma.load(tmp_path / "nope")
 

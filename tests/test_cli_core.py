@@ -55,12 +55,14 @@ def test_chat_message_and_repl(model_dir, cg):  # noqa: F811
 
 
 def test_user_errors_are_one_line(model_dir, tmp_path):  # noqa: F811
-    r = _cli("generate", "--prompt", "x")
-    assert r.returncode == 2 and "pass a model directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("generate", "--model", tmp_path / "nope", "--prompt", "x")  # no --model: the built-in model
+    assert r.returncode == 2 and "model directory not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     f = tmp_path / "a.py"
     f.write_text("x = 1\n")
     r = _cli("complete", "--model", model_dir, f"{f}:7:1")
     assert r.returncode == 2 and "line 7 is outside the file" in r.stderr
+    r = _cli("chat", "--message", "hi")  # chat has no default: the built-in model is not instruction-tuned
+    assert r.returncode == 2 and "--model" in r.stderr
 
 
 def test_cursor_parsing():

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("run", help="generate with a model, score, and write a report")
     _common(p)
-    p.add_argument("--model", required=True, help="model directory (HF format)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="model directory (HF format), or nano (default): the built-in codegemma-nano")
     p.add_argument("--out", required=True, help="output directory (a rerun resumes it)")
     p.add_argument("--n-samples", type=int, default=1, help="samples per task (default 1)")
     p.add_argument("--temperature", type=float, default=0.0)
@@ -103,6 +104,9 @@ def cmd_run(args) -> int:
     from codegemma.eval import harness
     from codegemma.eval.generate import generate_samples
     from codegemma.eval.registry import get_benchmark
+    from codegemma.models import resolve_model
+
+    model_dir = resolve_model(args.model)  # before --out is created: a missing model leaves nothing behind
     benchmark = get_benchmark(args.benchmark)
     if benchmark.runnable():
         raise ValueError(f"cannot run {benchmark.name}: {benchmark.runnable()}")
@@ -115,7 +119,7 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
     import codegemma
-    model = codegemma.load(args.model, device=args.device, dtype=args.dtype)
+    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype)
     try:
         generate_samples(model, benchmark, problems, samples_path, n_samples=args.n_samples,
                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,

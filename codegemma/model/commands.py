@@ -21,7 +21,8 @@ def register(subparsers) -> None:
         "export", help="export a model directory to GGUF (llama.cpp, Ollama) with an Ollama Modelfile",
         description="Write a GGUF file with Gemma's metadata, tokenizer and FIM token ids, and a Modelfile "
                     "next to it with the CodeGemma FIM template. Needs `pip install gguf`.")
-    e.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    e.add_argument("--model", required=True, metavar="DIR",
+                   help="model directory (Hugging Face format), or nano for the built-in codegemma-nano")
     e.add_argument("--gguf", required=True, help="output .gguf file")
     e.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f16", help="weight type (norms stay f32)")
     e.add_argument("--chat", action="store_true",
@@ -50,8 +51,9 @@ def _run_init(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     from codegemma.model.gguf_export import export_gguf
+    from codegemma.models import resolve_model
 
-    gguf_path, modelfile = export_gguf(args.model, args.gguf, dtype=args.dtype, allow_pickle=args.allow_pickle,
-                                      chat=args.chat)
+    gguf_path, modelfile = export_gguf(resolve_model(args.model), args.gguf, dtype=args.dtype,
+                                      allow_pickle=args.allow_pickle, chat=args.chat)
     print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
     return 0

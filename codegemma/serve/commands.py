@@ -12,8 +12,9 @@ def register(subparsers) -> None:
         "serve", help="serve a model over HTTP (OpenAI, Ollama and llama.cpp APIs) for IDE completion",
         description="Serve a model to editors: Continue, llama.vscode, llama.vim, any OpenAI client. "
                     "See docs/serving.md.")
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="model directory (Hugging Face format, or one made by `codegemma init`)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="model directory (Hugging Face format, or one made by `codegemma init`), or nano "
+                        "(default): codegemma-nano, the small model built into the package")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 only with --api-key)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
@@ -35,10 +36,12 @@ def register(subparsers) -> None:
 
 def _serve(args) -> int:
     from codegemma.cli import UserError
+    from codegemma.models import resolve_model
 
     api_key = args.api_key or os.environ.get("CODEGEMMA_API_KEY") or None
 
-    if not os.path.isdir(args.model):
+    model = resolve_model(args.model)
+    if not os.path.isdir(model):
         raise FileNotFoundError(f"{args.model}: model directory not found; pass --model DIR with config.json, "
                                 "weights and tokenizer.json (e.g. one made by `codegemma init`)")
     if args.max_slots < 1 or args.max_queue < 0:
@@ -50,7 +53,7 @@ def _serve(args) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from codegemma.serve.app import load_backend, run_server
 
-    backend = load_backend(args.model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
+    backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
