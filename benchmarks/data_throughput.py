@@ -9,9 +9,12 @@ trained here with codegemma.tokenizer.train_bpe_tokenizer on the first 8 MB):
     dedup, dependency ordering, tree-sitter FIM, tokenise, pack, write shards), with --workers 1
     and 2; MB/s per worker = source MB read / wall seconds / workers. Also MB per CPU-second
     (this process + its worker processes), which stays meaningful when other jobs share the cores.
+    With --fim-passes 1 3, each worker count also runs with 3 FIM passes (3 renderings of the train
+    split: the same source MB, about 3x the tokens), to show what the extra passes cost.
 Prints a table and appends it to benchmarks/RESULTS.md under "Data pipeline throughput".
 
     python benchmarks/data_throughput.py --limit-mb 30
+    python benchmarks/data_throughput.py --limit-mb 16 --workers 2 --fim-passes 1 3
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit-mb", type=float, default=30.0)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--fim-passes", type=int, nargs="+", default=[1], help="FIM passes to run (default 1)")
     ap.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
 
@@ -79,15 +83,17 @@ def main() -> int:
 
     rows = []
     for w in args.workers:
-        out = tmp / f"out{w}"
-        prep = Preparation(PrepareConfig(out=str(out), tokenizer=str(tok_dir), limit_mb=args.limit_mb),
-                           ExecutorConfig(workers=w))
-        t, c = time.perf_counter(), cpu_seconds()
-        manifest = prep.run()
-        wall, cpu = time.perf_counter() - t, cpu_seconds() - c
-        read_mb = manifest["stats"]["count/bytes_read"] / 1e6
-        per_worker = read_mb / wall / w
-        rows.append((w, wall, per_worker, per_worker / peer, dict(prep.timings), manifest, cpu, read_mb / cpu))
+        for n in args.fim_passes:
+            out = tmp / f"out{w}-{n}"
+            prep = Preparation(PrepareConfig(out=str(out), tokenizer=str(tok_dir), limit_mb=args.limit_mb,
+                                             fim_passes=n), ExecutorConfig(workers=w))
+            t, c = time.perf_counter(), cpu_seconds()
+            manifest = prep.run()
+            wall, cpu = time.perf_counter() - t, cpu_seconds() - c
+            read_mb = manifest["stats"]["count/bytes_read"] / 1e6
+            per_worker = read_mb / wall / w
+            rows.append((w, n, wall, per_worker, per_worker / peer, dict(prep.timings), manifest, cpu,
+                         read_mb / cpu))
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU only)"
@@ -97,17 +103,18 @@ def main() -> int:
         f"Corpus: first {args.limit_mb:g} MB of the default corpus (site-packages + stdlib), "
         f"{source_mb:.1f} MB of source files; tokenizer: 16k byte-fallback BPE.",
         "",
-        "| what | workers | wall s | MB/s per worker (wall) | ratio | CPU s | MB per CPU-second | ratio (CPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| `tokenizers` encode_batch alone (peer, 1 thread) | 1 | {tok_s:.1f} | {peer:.2f} | 1.00 "
+        "| what | workers | FIM passes | train tokens | wall s | MB/s per worker (wall) | ratio | CPU s "
+        "| MB per CPU-second | ratio (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| `tokenizers` encode_batch alone (peer, 1 thread) | 1 | | | {tok_s:.1f} | {peer:.2f} | 1.00 "
         f"| {tok_cpu:.1f} | {peer_cpu:.2f} | 1.00 |",
     ]
-    for w, wall, pw, ratio, timings, m, cpu, per_cpu in rows:
-        lines.append(f"| `codegemma data prepare` end to end | {w} | {wall:.1f} | {pw:.2f} | {ratio:.2f} "
-                     f"| {cpu:.1f} | {per_cpu:.2f} | {per_cpu / peer_cpu:.2f} |")
+    for w, n, wall, pw, ratio, timings, m, cpu, per_cpu in rows:
+        lines.append(f"| `codegemma data prepare` end to end | {w} | {n} | {m['splits']['train']['num_tokens']} "
+                     f"| {wall:.1f} | {pw:.2f} | {ratio:.2f} | {cpu:.1f} | {per_cpu:.2f} | {per_cpu / peer_cpu:.2f} |")
     lines += ["", "Stage seconds (driver wall clock): " + "; ".join(
-        f"workers={r[0]}: " + ", ".join(f"{k} {v:.1f}" for k, v in r[4].items()) for r in rows)]
-    m = rows[0][5]
+        f"workers={r[0]} passes={r[1]}: " + ", ".join(f"{k} {v:.1f}" for k, v in r[5].items()) for r in rows)]
+    m = rows[0][6]
     lines += ["", f"Output: {m['splits']['train']['num_tokens'] + m['splits']['val']['num_tokens']} tokens; "
               "dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(m['dropped'].items())), ""]
     text = "\n".join(lines)

@@ -2,6 +2,7 @@
 
   codegemma data prepare --input repos/ --out data/ --tokenizer tok/ --workers 2
   codegemma data prepare --out data/ --tokenizer tok/ --executor ray --ray-address auto
+  codegemma data prepare --input repos/ --out data/ --tokenizer tok/ --fim-passes 4
   codegemma data stats data/            (prints counts, writes data/stats.png)
   codegemma data inspect data/ --n 3
   codegemma tokenizer train --input repos/ --vocab-size 32000 --out tok/
@@ -32,6 +33,10 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=int, default=8192, help="tokens per sequence (default 8192)")
     p.add_argument("--fim-rate", type=float, default=0.9, help="share of files made FIM examples (default 0.9)")
     p.add_argument("--spm-rate", type=float, default=0.5, help="share of FIM examples in SPM order (default 0.5)")
+    p.add_argument("--fim-passes", type=int, default=1, metavar="N",
+                   help="renderings of the train split, each with fresh FIM decisions and repository order, "
+                        "so a model trained for several epochs sees each file split differently "
+                        "(default 1; validation always has one)")
     p.add_argument("--seed", type=int, default=0, help="seed for FIM decisions and repository order (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.01,
                    help="share of repositories held out for validation (default 0.01, at least one)")
@@ -94,16 +99,18 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from .prepare import PrepareConfig, prepare
 
     cfg = PrepareConfig(out=args.out, tokenizer=args.tokenizer, input=args.input, seq_len=args.seq_len,
-                        fim_rate=args.fim_rate, spm_rate=args.spm_rate, seed=args.seed,
+                        fim_rate=args.fim_rate, spm_rate=args.spm_rate, fim_passes=args.fim_passes, seed=args.seed,
                         val_fraction=args.val_fraction, data_dir=args.data_dir,
                         decontaminate=not args.no_decontaminate, limit_mb=args.limit_mb,
                         sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,
                         keep_work=args.keep_work)
+    cfg.validate()     # before the tree-sitter check: a bad option is reported first
     _warn_without_syntax_splits(args.fim_rate)
     manifest = prepare(cfg, ExecutorConfig(args.executor, args.workers, args.ray_address))
     tr, va = manifest["splits"]["train"], manifest["splits"]["val"]
+    passes = f" x {tr['fim_passes']} FIM passes" if tr.get("fim_passes", 1) > 1 else ""
     print(f"{args.out}: train {tr['num_sequences']} sequences ({tr['num_tokens']} tokens, "
-          f"{tr['num_repositories']} repositories), val {va['num_sequences']} sequences "
+          f"{tr['num_repositories']} repositories{passes}), val {va['num_sequences']} sequences "
           f"({va['num_tokens']} tokens, {va['num_repositories']} repositories) of {manifest['seq_len']} tokens")
     dropped = manifest.get("dropped", {})
     if dropped:
@@ -124,13 +131,19 @@ def _run_stats(args: argparse.Namespace) -> int:
     print(f"sequence length {summary['seq_len']}")
     for split, info in summary["splits"].items():
         repeated = f" (+{info['num_repeated_tokens']} repeated)" if info.get("num_repeated_tokens") else ""
+        passes = info.get("fim_passes", 1)
         print(f"{split:5s}: {info['num_sequences']} sequences, {info['num_tokens']} tokens{repeated}, "
-              f"{info['num_documents']} documents, {info['num_repositories']} repositories")
+              f"{info['num_documents']} documents, {info['num_repositories']} repositories, "
+              f"{passes} FIM pass{'es' if passes != 1 else ''}")
     for title in ("counts", "dropped", "changed", "contaminated_by"):
         if summary.get(title):
             print(f"{title}:")
             for k, v in sorted(summary[title].items()):
                 print(f"  {k:40s} {v}")
+    if summary.get("fim_passes", 1) > 1:
+        print(f"counts of FIM decisions (fim_*, plain_files, chunks_packed) and tokens cover every pass: "
+              f"{summary['fim_passes']} renderings of each train file, 1 of each val file; "
+              f"counts of files (files_packed, file_pieces, ...) count each file once")
     if "fim_rate" in summary:
         print(f"FIM rate {summary['fim_rate']:.3f}, SPM share of FIM {summary['spm_share_of_fim']:.3f}")
     print(f"plot: {png}")

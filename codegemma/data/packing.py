@@ -6,7 +6,9 @@ with files in `order_repository` order, each either plain (`path\\n{text}`, rend
 example (`render_fim(prefix, suffix, mode, path=path, middle=middle)`), FIM with probability
 `fim_rate` and then SPM with probability `spm_rate` (else PSM). All randomness of a file comes
 from a generator seeded by (seed, repository, path), so the result does not depend on which
-worker, task grouping or order of execution produced it.
+worker, task grouping or order of execution produced it. With `--fim-passes N` a repository is
+rendered N times; pass k > 0 seeds with (seed, k, repository, path) instead, so each pass draws
+its own FIM decisions and pass 0 is exactly the single-pass output.
 
 Literal special-token texts inside files are neutralised first (filters.neutralise_special_texts),
 so the only control tokens in the stream are the ones this module puts there.
@@ -79,8 +81,20 @@ def file_pieces(text: str, max_chars: int) -> list[str]:
     return [text[lo:hi] for lo, hi in piece_bounds(text, max_chars)]
 
 
-def file_rng(seed: int, repo: str, path: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\0{repo}\0{path}".encode("utf-8", "surrogatepass")).digest()
+def pass_key(seed: int, fim_pass: int, *names: str) -> bytes:
+    """The bytes that seed FIM pass `fim_pass`'s randomness for `names` (a repository, a path).
+
+    Pass 0 leaves the pass out: it is the key used before there were passes, so one pass gives
+    the same bytes as always.
+    """
+    if fim_pass < 0:
+        raise ValueError(f"fim_pass must be >= 0, got {fim_pass}")
+    fields = [str(seed), *([str(fim_pass)] if fim_pass else []), *names]
+    return "\0".join(fields).encode("utf-8", "surrogatepass")
+
+
+def file_rng(seed: int, repo: str, path: str, fim_pass: int = 0) -> np.random.Generator:
+    digest = hashlib.sha256(pass_key(seed, fim_pass, repo, path)).digest()
     return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
 
 
@@ -95,8 +109,21 @@ def special_texts_of(tokenizer) -> list[str]:
     return sorted(texts)
 
 
+@dataclass(frozen=True)
+class ArrangedRepository:
+    """A repository ready to render: its files in packing order (special texts neutralised), each
+    with the [lo, hi) character windows of the pieces it is cut into. The same in every FIM pass,
+    so it is made once per repository."""
+
+    repo: str
+    files: tuple[tuple[str, str | None, str, tuple[tuple[int, int], ...]], ...]  # (path, language, text, windows)
+
+
 class RepositoryPacker:
-    """Holds the per-process pieces (tokenizer, parsers) that pack_repository needs."""
+    """Holds the per-process pieces (tokenizer, parsers) that packing a repository needs.
+
+    arrange (once per repository) -> render (once per FIM pass) -> encode; `pack` does all three.
+    """
 
     def __init__(self, tokenizer, fim: FimConfig, seed: int):
         tokenizer.require_fim()
@@ -107,8 +134,9 @@ class RepositoryPacker:
         self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
 
-    def render(self, docs: list[Document], stats: Stats) -> list[str]:
-        """The rendered chunks (one per file, or per piece of a long file, in packing order) of a repository."""
+    def arrange(self, docs: list[Document], stats: Stats) -> ArrangedRepository:
+        """Neutralise special texts, order the files (order_repository), cut long ones into pieces.
+        Counts about files go to `stats`: files_packed, file lengths, pieces, neutralised texts."""
         files, langs = {}, {}
         for d in docs:
             text, n = neutralise_special_texts(d.text, self.specials)
@@ -117,21 +145,29 @@ class RepositoryPacker:
                 stats.changed("special_text_neutralised", n)
             files[d.path] = text
             langs[d.path] = d.language
-        chunks = []
         stats.add("files_packed", len(files))
         # a repository whose root is a Python package (site-packages/numpy) is imported by its
         # directory name: `import numpy` must find the root __init__.py
         package = docs[0].repo.rstrip("/").rsplit("/", 1)[-1]
+        arranged = []
         for path in order_repository(files, package=package):
-            text = files[path]
-            rng = file_rng(self.seed, docs[0].repo, path)
+            text = files.pop(path)
             stats.add(f"file_chars_log2/{max(0, int(np.log2(max(1, len(text))))):02d}")
             pieces = piece_bounds(text, self.fim.max_chars) if self.fim.max_chars else [(0, len(text))]
             if len(pieces) > 1:
                 stats.add("files_cut_into_pieces")
                 stats.add("file_pieces", len(pieces))
-            for window in pieces:
-                chunks.append(self._render(path, text, window, langs[path], rng, stats))
+            arranged.append((path, langs[path], text, tuple(pieces)))
+        return ArrangedRepository(docs[0].repo, tuple(arranged))
+
+    def render(self, repo: ArrangedRepository, stats: Stats, fim_pass: int = 0) -> list[str]:
+        """The rendered chunks (one per file, or per piece of a long file, in packing order) with the
+        FIM decisions of pass `fim_pass`, counted in `stats`."""
+        chunks = []
+        for path, language, text, windows in repo.files:
+            rng = file_rng(self.seed, repo.repo, path, fim_pass)
+            for window in windows:
+                chunks.append(self._render(path, text, window, language, rng, stats))
         return chunks
 
     def _render(self, path: str, text: str, window: tuple[int, int], language: str | None, rng,
@@ -146,15 +182,12 @@ class RepositoryPacker:
         stats.add("plain_files")
         return render_file(path, text[window[0]:window[1]])
 
-    def pack(self, docs: list[Document], stats: Stats) -> np.ndarray:
+    def encode(self, chunks: list[str], stats: Stats) -> np.ndarray:
         """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.
 
         Chunks are encoded in one batch and joined with the separator id: identical to encoding
         `join_files(chunks)`, because special tokens are split out before BPE runs.
         """
-        if not docs:
-            return np.empty(0, dtype=np.uint32)
-        chunks = self.render(docs, stats)
         pieces = [np.asarray([self.tok.bos_id], dtype=np.uint32)]
         sep = np.asarray([self.sep_id], dtype=np.uint32)
         # batches of 256 files: Python lists of ids for a whole large repository would need GBs
@@ -169,5 +202,11 @@ class RepositoryPacker:
         stats.add("tokens", int(tokens.size))
         return tokens
 
+    def pack(self, docs: list[Document], stats: Stats, fim_pass: int = 0) -> np.ndarray:
+        """The repository pack of `docs` in FIM pass `fim_pass` (all counts to `stats`)."""
+        if not docs:
+            return np.empty(0, dtype=np.uint32)
+        return self.encode(self.render(self.arrange(docs, stats), stats, fim_pass), stats)
 
-__all__ = ["FimConfig", "RepositoryPacker", "file_rng"]
+
+__all__ = ["ArrangedRepository", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]

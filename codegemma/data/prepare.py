@@ -6,10 +6,17 @@ changes the output, the tokenizer file and the pipeline's source code):
   2. decontam    decontam.npz: the benchmark n-gram index (built once, loaded by every task)
   3. clean       parallel tasks (tasks.clean_task), each marked done
   4. dedup       dedup.json: global exact + near duplicate decisions (first in (repo, path) order wins)
-  5. tokenize    parallel tasks (tasks.tokenize_task), each marked done
+  5. tokenize    parallel tasks (tasks.tokenize_task), each FIM pass of each task marked done
   6. pack        shards + manifest.json in OUT (the manifest last; its presence = finished)
 A killed run, started again with the same arguments, skips every finished stage and task and
 ends with byte-identical shards. Nothing in the output depends on --workers or --executor.
+
+FIM passes (--fim-passes N): the train split holds N renderings of every repository, pass k with
+its own FIM decisions (packing.file_rng) and its own seeded repository order, concatenated pass
+after pass; validation holds pass 0 only. Pass 0 is the single-pass output, byte for byte. A
+tokenize task arranges each repository once and renders and encodes it once per pass. Each pass
+has its own stage directory whose content does not depend on N, so the work directory is keyed
+without N: raising N on a kept (or killed) work directory computes only the new passes.
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from .dedup import find_duplicates
 from .document import Stats
 from .executors import Executor, ExecutorConfig
 from .filters import FilterConfig
-from .packing import CHARS_PER_TOKEN, FimConfig
+from .packing import CHARS_PER_TOKEN, FimConfig, pass_key
 from .readers import limit_plan, plan_sources, repo_key
 from .shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardWriter, atomic_write_bytes, atomic_write_json,
                      remove_shards)
-from .tasks import clean_task, done_marker, task_name, tokenize_task
+from .tasks import clean_task, done_marker, task_name, tokenize_task, tokens_stage_name
 
 TASK_MAX_REPOS = 256
 
@@ -47,6 +54,9 @@ class PrepareConfig:
     seq_len: int = 8192
     fim_rate: float = 0.9
     spm_rate: float = 0.5
+    # renderings of the train split, each with its own FIM decisions (a model trained for many
+    # epochs then sees a file with several different splits); validation always has one
+    fim_passes: int = 1
     seed: int = 0
     val_fraction: float = 0.01
     data_dir: str | None = None
@@ -63,6 +73,9 @@ class PrepareConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         FimConfig(self.fim_rate, self.spm_rate)
+        if isinstance(self.fim_passes, bool) or not isinstance(self.fim_passes, int) or self.fim_passes < 1:
+            raise ValueError(f"--fim-passes must be a whole number >= 1 (1 = one FIM rendering of each file, "
+                             f"the default), got {self.fim_passes!r}")
 
 
 def _file_sha(path: Path) -> str:
@@ -118,6 +131,11 @@ def split_repositories(repos: list[str], val_fraction: float) -> tuple[list[str]
     return [r for r in repos if r not in val_set], [r for r in repos if r in val_set]
 
 
+def repository_order(repos: list[str], seed: int, fim_pass: int = 0) -> list[str]:
+    """The seeded order in which one FIM pass of a split is packed (pass 0: the single-pass order)."""
+    return sorted(repos, key=lambda r: hashlib.sha256(pass_key(seed, fim_pass, r)).hexdigest())
+
+
 def group_tasks(plan: list[dict], task_mb: float) -> list[list[dict]]:
     """Consecutive repositories (by name) up to `task_mb` MB per task: independent of --workers."""
     limit = task_mb * 1e6
@@ -156,10 +174,16 @@ class Preparation:
                                                                   "keep_work")}
         settings["input"] = str(Path(cfg.input).resolve()) if cfg.input else None
         self.settings = settings
-        ident = json.dumps({"settings": settings, "tokenizer": _file_sha(self.tok_file),
-                            "data_dir": str(self.data_dir), "code": self.version}, sort_keys=True)
-        self.fingerprint = hashlib.sha256(ident.encode()).hexdigest()[:16]
-        self.work = self.out / ".work" / self.fingerprint
+
+        def fingerprint(settings: dict) -> str:
+            ident = json.dumps({"settings": settings, "tokenizer": _file_sha(self.tok_file),
+                                "data_dir": str(self.data_dir), "code": self.version}, sort_keys=True)
+            return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+        # the output's identity covers every setting; the work directory's leaves out fim_passes,
+        # whose passes have stage directories of their own (see the module doc)
+        self.fingerprint = fingerprint(settings)
+        self.work = self.out / ".work" / fingerprint({k: v for k, v in settings.items() if k != "fim_passes"})
         self.timings: dict[str, float] = {}    # seconds per stage of this process (not in the manifest)
 
     def run(self) -> dict:
@@ -195,18 +219,29 @@ class Preparation:
         layout = hashlib.sha256(json.dumps([[e["repo"] for e in g] for g in groups]).encode()).hexdigest()[:8]
         self.task_dir = self.work / f"tasks-{layout}"      # markers are per task, so per grouping
         self.task_dir.mkdir(exist_ok=True)
-        clean_dir = self._stage(ex, "clean", clean_task, [
-            {"repos": g, "filters": self.cfg.filters.to_dict(), "decontam": decon} for g in groups])
+        clean_dir = self._stage_dir("clean")
+        ex.run(clean_task, self._todo(clean_dir, [
+            {"repos": g, "filters": self.cfg.filters.to_dict(), "decontam": decon} for g in groups]), desc="data clean")
         lap("clean")
         dedup_file = self._dedup(clean_dir, len(groups))
+        train, val = self._split(clean_dir, dedup_file, len(groups))
         lap("dedup")
-        tok_dir = self._stage(ex, "tokens", tokenize_task, [
-            {"clean_file": str(clean_dir / f"{task_name(i)}.jsonl"), "dropped_file": str(dedup_file),
-             "tokenizer": str(self.tok_file), "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate,
-                     "max_chars": int(self.cfg.seq_len * CHARS_PER_TOKEN)},
-             "seed": self.cfg.seed} for i in range(len(groups))])
+        tok_dirs = [self._stage_dir(tokens_stage_name(k)) for k in range(self.cfg.fim_passes)]
+        val_set = set(val)
+        todo = []
+        for i, g in enumerate(groups):
+            # the passes this task has not finished (all of them, but on a rerun or with a raised N)
+            passes = [[k, str(d)] for k, d in enumerate(tok_dirs) if not done_marker(d, i).is_file()]
+            if passes:
+                todo.append({
+                    "index": i, "passes": passes, "clean_file": str(clean_dir / f"{task_name(i)}.jsonl"),
+                    "dropped_file": str(dedup_file), "tokenizer": str(self.tok_file), "seed": self.cfg.seed,
+                    "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate,
+                            "max_chars": int(self.cfg.seq_len * CHARS_PER_TOKEN)},
+                    "val_repos": sorted(e["repo"] for e in g if e["repo"] in val_set)})
+        ex.run(tokenize_task, self._largest_first(todo), desc="data tokens")
         lap("tokenize")
-        manifest = self._pack(clean_dir, dedup_file, tok_dir, len(groups))
+        manifest = self._pack(clean_dir, dedup_file, tok_dirs, len(groups), train, val)
         lap("pack")
         return manifest
 
@@ -228,16 +263,20 @@ class Preparation:
             Decontaminator.build(self.data_dir).save(path)
         return str(path)
 
-    def _stage(self, ex: Executor, name: str, fn, tasks: list[dict]) -> Path:
+    def _stage_dir(self, name: str) -> Path:
         stage_dir = self.task_dir / name
         stage_dir.mkdir(exist_ok=True)
+        return stage_dir
+
+    def _todo(self, stage_dir: Path, tasks: list[dict]) -> list[dict]:
+        """The tasks of a stage (task i covers task group i) that are not marked done, largest first."""
         for i, t in enumerate(tasks):
             t.update(index=i, stage_dir=str(stage_dir))
-        todo = [t for t in tasks if not done_marker(stage_dir, t["index"]).is_file()]
-        # largest first, so one big repository does not start last and run alone (scheduling only)
-        todo.sort(key=lambda t: (-self.task_bytes[t["index"]], t["index"]))
-        ex.run(fn, todo, desc=f"data {name}")
-        return stage_dir
+        return self._largest_first([t for t in tasks if not done_marker(stage_dir, t["index"]).is_file()])
+
+    def _largest_first(self, tasks: list[dict]) -> list[dict]:
+        """So one big repository does not start last and run alone (scheduling only)."""
+        return sorted(tasks, key=lambda t: (-self.task_bytes[t["index"]], t["index"]))
 
     def _dedup(self, clean_dir: Path, n_tasks: int) -> Path:
         path = self.task_dir / "dedup.json"
@@ -258,31 +297,43 @@ class Preparation:
                                  "stats": stats.to_dict()})
         return path
 
-    def _pack(self, clean_dir: Path, dedup_file: Path, tok_dir: Path, n_tasks: int) -> dict:
-        stats = Stats()
-        tokens: dict[str, int] = {}
+    def _split(self, clean_dir: Path, dedup_file: Path, n_tasks: int) -> tuple[list[str], list[str]]:
+        """(train, val) repositories: those with a file left after cleaning and dedup (known before
+        tokenising, so that passes after the first skip the validation repositories)."""
+        dropped = {(r, p) for r, p, _ in json.loads(dedup_file.read_text())["dropped"]}
+        repos = set()
         for i in range(n_tasks):
-            stats.merge(json.loads((clean_dir / f"{task_name(i)}.meta.json").read_text())["stats"])
-            meta = json.loads((tok_dir / f"{task_name(i)}.meta.json").read_text())
-            stats.merge(meta["stats"])
-            tokens.update(meta["tokens"])
-        stats.merge(json.loads(dedup_file.read_text())["stats"])
-        repos = sorted(r for r, n in tokens.items() if n > 0)
+            for repo, path, *_ in json.loads((clean_dir / f"{task_name(i)}.meta.json").read_text())["items"]:
+                if (repo, path) not in dropped:
+                    repos.add(repo)
         if not repos:
             raise ValueError("every file was filtered out: nothing to write (see the drop counts with a larger input)")
-        train, val = split_repositories(repos, self.cfg.val_fraction)
+        return split_repositories(sorted(repos), self.cfg.val_fraction)
+
+    def _pack(self, clean_dir: Path, dedup_file: Path, tok_dirs: list[Path], n_tasks: int,
+              train: list[str], val: list[str]) -> dict:
+        stats = Stats()
+        for i in range(n_tasks):
+            stats.merge(json.loads((clean_dir / f"{task_name(i)}.meta.json").read_text())["stats"])
+            for tok_dir in tok_dirs:    # later passes hold only counts of FIM decisions and tokens
+                stats.merge(json.loads((tok_dir / f"{task_name(i)}.meta.json").read_text())["stats"])
+        stats.merge(json.loads(dedup_file.read_text())["stats"])
         remove_shards(self.out)
         splits = {}
-        for split, names in (("train", train), ("val", val)):
-            # a seeded shuffle of repositories, independent of how they were computed
-            names = sorted(names, key=lambda r: hashlib.sha256(f"{self.cfg.seed}\0{r}".encode()).hexdigest())
+        for split, names, passes in (("train", train, self.cfg.fim_passes), ("val", val, 1)):
             writer = ShardWriter(self.out, split, self.cfg.seq_len, self.tokenizer.pad_id,
                                  self.cfg.sequences_per_shard, bos_id=self.tokenizer.bos_id,
                                  restart_after_id=self.tokenizer.token_id("file_separator"),
                                  keep_from_ids=(self.tokenizer.token_id("fim_suffix"),
                                                 self.tokenizer.token_id("fim_prefix")))
-            for r in tqdm(names, desc=f"data pack {split}", unit="repo", leave=False):
-                writer.add_document(np.load(tok_dir / f"{repo_key(r)}.npy"))
+            tokens_per_pass = []
+            for k in range(passes):
+                # a seeded shuffle of repositories per pass, independent of how they were computed
+                before = writer.num_real_tokens
+                for r in tqdm(repository_order(names, self.cfg.seed, k), desc=f"data pack {split} pass {k}",
+                              unit="repo", leave=False):
+                    writer.add_document(np.load(tok_dirs[k] / f"{repo_key(r)}.npy"))
+                tokens_per_pass.append(writer.num_real_tokens - before)
             shards = writer.close()
             splits[split] = {
                 "shards": shards,
@@ -291,6 +342,8 @@ class Preparation:
                 "num_repeated_tokens": writer.num_repeated_tokens,
                 "num_documents": writer.num_documents,
                 "num_repositories": len(names),
+                "fim_passes": passes,
+                "num_tokens_per_pass": tokens_per_pass,
             }
         splits["val"]["repositories"] = sorted(val)
         manifest = {
@@ -307,7 +360,11 @@ class Preparation:
                            "val_fraction": self.cfg.val_fraction},
             "packing": {"document": "a repository pack (<bos> files joined by <|file_separator|> <eos>)",
                         "policy": "concatenate in seeded repository order, cut into seq_len windows; "
-                                  "a cut document continues as a new segment; the last sequence is padded"},
+                                  "a cut document continues as a new segment; the last sequence is padded",
+                        "fim_passes": "train: fim_passes renderings of every repository, each with its own FIM "
+                                      "decisions and seeded repository order, one pass after another; "
+                                      "val: pass 0 only; counts of FIM decisions and tokens in stats count "
+                                      "every pass, counts of files count each file once"},
             "stats": stats.to_dict(), "dropped": stats.dropped(),
             "work_fingerprint": self.fingerprint,
         }

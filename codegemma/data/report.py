@@ -1,6 +1,6 @@
 """`data stats` and `data inspect`: what a prepared data set contains, for people.
 
-stats: counts, drop reasons, tokens per split, FIM mix; a PNG (matplotlib, Agg) with sequence fill
+stats: counts, drop reasons, tokens per split, FIM passes and mix; a PNG (matplotlib, Agg) with sequence fill
 (real tokens / seq_len), segments per sequence and the file-length histogram.
 inspect: the first N sequences decoded with special tokens visible and segments marked.
 """
@@ -33,6 +33,9 @@ def summarize(directory: str | Path) -> dict:
     counts = m.get("stats", {})
     summary = {
         "seq_len": m["seq_len"],
+        # renderings of the train split (counts of FIM decisions cover them all; data sets made
+        # before --fim-passes have one)
+        "fim_passes": int(m.get("config", {}).get("fim_passes", 1)),
         "splits": {s: {k: v for k, v in m["splits"][s].items() if k not in ("shards", "repositories")}
                    for s in SPLITS},
         "dropped": m.get("dropped", {}),

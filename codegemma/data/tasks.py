@@ -9,7 +9,11 @@ clean_task:    read -> decode/size/binary -> quality (generated, minified, ...) 
                Writes <stage>/task-N.jsonl (the surviving documents), task-N.sig.npy
                ([n, 128] uint32) and task-N.meta.json.
 tokenize_task: the task's clean documents minus the global duplicate list -> per repository
-               RepositoryPacker.pack -> tokens/<repo key>.npy, task-N.meta.json.
+               RepositoryPacker.arrange once, then per FIM pass k render + encode ->
+               <pass k stage>/<repo key>.npy; per pass task-N.meta.json and its done marker.
+               Each pass has a stage directory of its own (tokens/, tokens-pass1/, ...) whose
+               files do not depend on how many passes the run makes, so a task makes only the
+               passes not yet marked done. One rendering is held at a time.
 """
 
 from __future__ import annotations
@@ -97,18 +101,33 @@ def clean_task(task: dict) -> None:
     mark_done(stage_dir, task["index"])
 
 
+def tokens_stage_name(fim_pass: int) -> str:
+    """The stage directory of FIM pass `fim_pass` (pass 0 keeps the single-pass name)."""
+    return "tokens" if fim_pass == 0 else f"tokens-pass{fim_pass}"
+
+
 def tokenize_task(task: dict) -> None:
-    """Stage 3: pack and tokenise every repository of one clean task."""
+    """Stage 3: pack and tokenise every repository of one clean task, in each FIM pass asked for.
+
+    task["passes"]: [[pass number, its stage directory], ...] to make (the others are done);
+    task["val_repos"]: repositories that get pass 0 only (the validation split).
+    One packer (one tokenizer) serves every pass: the tokenizers library does not give back the
+    memory of a dropped tokenizer's BPE cache, so a tokenizer per pass would grow a worker N-fold.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # one core per worker
     from codegemma.tokenizer import Tokenizer
 
     from .packing import FimConfig, RepositoryPacker
 
-    stage_dir = Path(task["stage_dir"])
     clean_file = Path(task["clean_file"])
     with open(task["dropped_file"]) as fh:
         dropped = {(r, p) for r, p, _ in json.load(fh)["dropped"]}
-    stats = Stats()
+    val = set(task.get("val_repos", ()))
+    passes = {int(k): Path(d) for k, d in task["passes"]}
+    stats = {k: Stats() for k in passes}
+    tokens_per_repo: dict[int, dict[str, int]] = {k: {} for k in passes}
+    # counts about files are the same in every pass: pass 0 records them
+    file_stats = stats.get(0, Stats())
     packer = RepositoryPacker(Tokenizer.load(task["tokenizer"]), FimConfig(**task["fim"]), task["seed"])
     by_repo: dict[str, list[Document]] = {}
     with open(clean_file, encoding="utf-8", errors="surrogatepass") as fh:
@@ -117,11 +136,17 @@ def tokenize_task(task: dict) -> None:
             if (r["repo"], r["path"]) in dropped:
                 continue
             by_repo.setdefault(r["repo"], []).append(Document(r["repo"], r["path"], r["text"], r["language"]))
-    tokens_per_repo = {}
     for repo in sorted(by_repo):
-        tokens = packer.pack(by_repo[repo], stats)
-        _save_npy(stage_dir / f"{repo_key(repo)}.npy", tokens)
-        tokens_per_repo[repo] = int(tokens.size)
-    atomic_write_json(stage_dir / f"{task_name(task['index'])}.meta.json",
-                      {"stats": stats.to_dict(), "tokens": tokens_per_repo})
-    mark_done(stage_dir, task["index"])
+        todo = [k for k in sorted(passes) if k == 0 or repo not in val]
+        if not todo:
+            del by_repo[repo]
+            continue
+        arranged = packer.arrange(by_repo.pop(repo), file_stats)
+        for k in todo:
+            tokens = packer.encode(packer.render(arranged, stats[k], k), stats[k])
+            _save_npy(passes[k] / f"{repo_key(repo)}.npy", tokens)
+            tokens_per_repo[k][repo] = int(tokens.size)
+    for k, stage_dir in passes.items():
+        atomic_write_json(stage_dir / f"{task_name(task['index'])}.meta.json",
+                          {"stats": stats[k].to_dict(), "tokens": tokens_per_repo[k], "fim_pass": k})
+        mark_done(stage_dir, task["index"])

@@ -107,6 +107,42 @@ def make_corpus(root: Path, benchmarks_dir: Path | None = None) -> dict[str, dic
     return repos
 
 
+def decode_packs(out: Path, tok, split: str) -> list[list[tuple[str, str, dict | None]]]:
+    """Every repository pack stored in a split, in order: its chunks as (path, text of the file or
+    piece, the parsed FIM example or None for a plain chunk). Undoes what the ShardWriter adds: the
+    <bos> opening each continuation row and the head of a FIM chunk that starts over in the next row."""
+    from codegemma.data.shards import ShardReader
+    from codegemma.fim.format import FILE_SEPARATOR, parse_fim
+
+    r = ShardReader(out, split)
+    sep = tok.token_id("file_separator")
+    ids: list[int] = []
+    for i in range(len(r)):
+        t = r[i][0][r[i][1] >= 0].tolist()
+        if ids and ids[-1] != tok.eos_id:   # a pack continued here: drop the <bos> it opens with
+            assert t[0] == tok.bos_id
+            t = t[1:]
+            # a FIM chunk cut after its suffix sentinel starts over whole in this row: drop the
+            # head the previous row ended with
+            cut = len(ids) - ids[::-1].index(sep) if sep in ids else len(ids)
+            if ids[cut:] and t[:len(ids) - cut] == ids[cut:]:
+                del ids[cut:]
+        ids += t
+    packs = []
+    for pack in tok.decode(ids).split("<bos>")[1:]:
+        assert pack.endswith("<eos>")
+        chunks = []
+        for chunk in pack[:-len("<eos>")].split(FILE_SEPARATOR):
+            if "<|fim_prefix|>" in chunk:
+                f = parse_fim(chunk)
+                chunks.append((f["path"], f["prefix"] + f["middle"] + f["suffix"], f))
+            else:
+                path, _, body = chunk.partition("\n")
+                chunks.append((path, body, None))
+        packs.append(chunks)
+    return packs
+
+
 @pytest.fixture(scope="session")
 def planted() -> dict:
     return {"email": PLANTED_EMAIL, "key": PLANTED_KEY, "secret": PLANTED_SECRET}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import pytest
 
 from codegemma.data.document import Document, Stats
-from codegemma.data.packing import FimConfig, RepositoryPacker, file_pieces, piece_bounds
+from codegemma.data.packing import FimConfig, RepositoryPacker, file_pieces, file_rng, piece_bounds
+from codegemma.data.prepare import repository_order
 from codegemma.fim.format import FILE_SEPARATOR, parse_fim
 from codegemma.fim.split import FimSplitter, char_split, whole_lines
 from codegemma.tokenizer import Tokenizer
@@ -114,7 +116,8 @@ def test_fim_rate_and_spm_share_within_bounds(corpus_tokenizer):
     docs = [Document("r", f"m{i:04d}.py", f"def f{i}(x):\n    return x + {i}\n", "python") for i in range(n)]
     for fim_rate, spm_rate in ((0.9, 0.5), (0.5, 0.2)):
         stats = Stats()
-        RepositoryPacker(tok, FimConfig(fim_rate, spm_rate), seed=7).render(docs, stats)
+        packer = RepositoryPacker(tok, FimConfig(fim_rate, spm_rate), seed=7)
+        packer.render(packer.arrange(docs, stats), stats)
         fim = stats.counts["count/fim_psm"] + stats.counts["count/fim_spm"]
         assert fim + stats.counts["count/plain_files"] == n
         # 5 standard deviations of the binomial: fails by chance with probability < 1e-6
@@ -165,7 +168,8 @@ def test_long_files_become_pieces_that_each_fit_a_sequence(corpus_tokenizer):
     body = "".join(PY.replace("area", f"area{i}").replace("import os\n", "") for i in range(40))
     docs = [Document("repo", "pkg/big.py", body, "python")]
     stats = Stats()
-    chunks = RepositoryPacker(tok, FimConfig(0.9, 0.5, max_chars=1500), seed=3).render(docs, stats)
+    packer = RepositoryPacker(tok, FimConfig(0.9, 0.5, max_chars=1500), seed=3)
+    chunks = packer.render(packer.arrange(docs, stats), stats)
     assert len(chunks) > 5 and stats.counts["count/files_cut_into_pieces"] == 1
     texts = []
     for chunk in chunks:
@@ -216,8 +220,8 @@ def test_pieces_of_a_long_file_get_syntactic_splits_from_the_whole_files_tree(co
     # and through the packer: every FIM piece is split syntactically, none falls back
     tok = Tokenizer.load(corpus_tokenizer)
     stats = Stats()
-    RepositoryPacker(tok, FimConfig(1.0, 0.5, max_chars=600), seed=0).render(
-        [Document("r", "big.py", text, "python")], stats)
+    packer = RepositoryPacker(tok, FimConfig(1.0, 0.5, max_chars=600), seed=0)
+    packer.render(packer.arrange([Document("r", "big.py", text, "python")], stats), stats)
     assert stats.counts["count/file_pieces"] == len(bounds)
     assert stats.counts["count/fim_syntactic"] == len(bounds)
     assert "count/fim_char_fallback" not in stats.counts
@@ -248,3 +252,52 @@ def test_statement_middles_are_whole_lines_of_whole_statements():
         assert at in starts and at + len(core) in ends      # a run of whole nodes, nothing cut
         lines += s.middle.count("\n") == 1
     assert lines >= 15      # single lines (`return w * h`) are common, not only whole blocks
+
+
+def test_pass_zero_keeps_the_single_pass_seeding():
+    # the keys every data set before --fim-passes was made with: pass 0 must not change them, or
+    # `data prepare` without the option would stop reproducing earlier output
+    def legacy_rng(seed, repo, path):
+        digest = hashlib.sha256(f"{seed}\0{repo}\0{path}".encode()).digest()
+        return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
+
+    for seed, repo, path in ((0, "r", "a.py"), (3, "site-packages/numpy", "linalg/linalg.py")):
+        assert file_rng(seed, repo, path).random(4).tolist() == legacy_rng(seed, repo, path).random(4).tolist()
+        assert file_rng(seed, repo, path, 1).random(4).tolist() != legacy_rng(seed, repo, path).random(4).tolist()
+    names = [f"repo{i}" for i in range(12)]
+    legacy = sorted(names, key=lambda r: hashlib.sha256(f"{7}\0{r}".encode()).hexdigest())
+    assert repository_order(names, 7) == repository_order(names, 7, 0) == legacy
+    assert repository_order(names, 7, 1) != legacy
+
+
+def test_each_pass_renders_the_same_files_with_its_own_decisions(corpus_tokenizer):
+    tok = Tokenizer.load(corpus_tokenizer)
+    docs = [Document("repo", f"m{i}.py", PY.replace("area", f"a{i}"), "python") for i in range(12)]
+    packer = RepositoryPacker(tok, FimConfig(0.9, 0.5), seed=5)
+    arranged_stats, s0, s1 = Stats(), Stats(), Stats()
+    arranged = packer.arrange(docs, arranged_stats)
+    p0, p1 = packer.render(arranged, s0, fim_pass=0), packer.render(arranged, s1, fim_pass=1)
+    assert p0 == packer.render(arranged, Stats()) and p1 != p0
+    assert sum(a != b for a, b in zip(p0, p1)) >= len(p0) // 2
+    # pass 0 of an arranged repository is what `pack` has always made
+    assert np.array_equal(packer.encode(p0, Stats()), packer.pack(docs, Stats()))
+    assert not np.array_equal(packer.encode(p1, Stats()), packer.pack(docs, Stats()))
+
+    def files(chunks):
+        out = {}
+        for chunk in chunks:
+            if "<|fim_prefix|>" in chunk:
+                f = parse_fim(chunk)
+                out[f["path"]] = f["prefix"] + f["middle"] + f["suffix"]
+            else:
+                path, _, body = chunk.partition("\n")
+                out[path] = body
+        return out
+
+    assert files(p0) == files(p1) == {d.path: d.text for d in docs}
+    # counts of decisions come from each rendering, counts of files from arranging (once)
+    for s in (s0, s1):
+        assert s.counts["count/fim_psm"] + s.counts["count/fim_spm"] + s.counts.get("count/plain_files", 0) == 12
+        assert not any("files_packed" in k or "file_chars_log2" in k for k in s.counts)
+    assert arranged_stats.counts["count/files_packed"] == 12
+    assert not any(k.startswith("count/fim") for k in arranged_stats.counts)

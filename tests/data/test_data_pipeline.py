@@ -18,8 +18,8 @@ import pytest
 from codegemma.data.executors import KILL_ENV, ExecutorConfig
 from codegemma.data.prepare import PrepareConfig, prepare, split_repositories
 from codegemma.data.shards import ShardReader
-from codegemma.fim.format import FILE_SEPARATOR, parse_fim
 from codegemma.tokenizer import Tokenizer
+from tests.data.conftest import decode_packs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,30 +56,9 @@ def _packed_files(out: Path, tok: Tokenizer) -> dict[str, str]:
     """Un-FIM every file of every repository pack: path -> reconstructed texts (paths repeat across repos)."""
     files = {}
     for split in ("train", "val"):
-        r = ShardReader(out, split)
-        ids = []
-        for i in range(len(r)):
-            t = r[i][0][r[i][1] >= 0].tolist()
-            if ids and ids[-1] != tok.eos_id:   # a pack continued here: drop the <bos> it opens with
-                assert t[0] == tok.bos_id
-                t = t[1:]
-                # a FIM file cut after its suffix sentinel starts over whole in this row: drop the
-                # head the previous row ended with
-                sep = tok.token_id("file_separator")
-                cut = len(ids) - ids[::-1].index(sep) if sep in ids else len(ids)
-                if ids[cut:] and t[:len(ids) - cut] == ids[cut:]:
-                    del ids[cut:]
-            ids += t
-        text = tok.decode(ids)
-        for pack in text.split("<bos>")[1:]:
-            assert pack.endswith("<eos>")
+        for pack in decode_packs(out, tok, split):
             previous = None
-            for chunk in pack[:-len("<eos>")].split(FILE_SEPARATOR):
-                if "<|fim_prefix|>" in chunk:
-                    f = parse_fim(chunk)
-                    path, body = f["path"], f["prefix"] + f["middle"] + f["suffix"]
-                else:
-                    path, _, body = chunk.partition("\n")
+            for path, body, _ in pack:
                 if path == previous:      # the next piece of a long file
                     files[path][-1] += body
                 else:
