@@ -3,7 +3,8 @@
 # train -> export. Run from the repository root with the wheels in .whl/ and the benchmark data in
 # .bench/ (see scripts/nano/README.md). The work directory .nano/ is git-ignored, so it stays on a
 # warm machine between calls: the first call prepares the data and starts training, later calls
-# resume from the last checkpoint. Every call leaves the latest model and logs in $OUT as a split tar.
+# resume from the last checkpoint. Every call leaves the latest model and logs in $OUT as a split tar;
+# NANO_EVAL=1 also runs the three HumanEval benchmarks on it (samples in keep/eval/).
 set -euo pipefail
 T0=$(date +%s)
 BUDGET=${NANO_BUDGET_S:-570}          # seconds for this call
@@ -21,7 +22,7 @@ if [ ! -f "$W/data/manifest.json" ]; then
     python3 -m codegemma tokenizer train --input "$W/corpus/corpus.jsonl" --vocab-size 8192 --out "$W/tok" --limit-mb 80
   fi
   python3 -m codegemma data prepare --input "$W/corpus/corpus.jsonl" --out "$W/data" --tokenizer "$W/tok" \
-    --seq-len 2048 --fim-rate 0.9 --spm-rate "${NANO_SPM_RATE:-0.5}" --seed 0 --workers 16 --data-dir .bench
+    --seq-len 2048 --fim-rate 0.9 --spm-rate "${NANO_SPM_RATE:-0.5}" --fim-passes "${NANO_FIM_PASSES:-3}" --seed 0 --workers 16 --data-dir .bench
   python3 -m codegemma data stats "$W/data" > "$W/data_stats.txt" || true
   echo "data ready after $(( $(date +%s) - T0 )) s"
 fi
@@ -40,5 +41,12 @@ cp -r "$W/run/final" "$W/keep/nano"
 cp "$W/run/metrics.jsonl" "$W/run/loss.png" "$W/data_stats.txt" "$W/corpus/licences.json" "$W/keep/"
 cp "$W/data/manifest.json" "$W/keep/data_manifest.json"
 cp "$W/data/stats.png" "$W/keep/data_stats.png" 2>/dev/null || true
+if [ "${NANO_EVAL:-0}" = 1 ]; then   # the benchmarks on this disposable machine (no bubblewrap here:
+  # --unsafe); the samples come back in keep/eval/ and are scored again in the sandbox elsewhere
+  for b in humaneval-infill-single humaneval-infill-multi humaneval; do
+    python3 -m codegemma eval run --benchmark "$b" --model "$W/keep/nano" --out "$W/keep/eval/$b" \
+      --data-dir .bench --device cuda --dtype float32 --batch-size 128 --workers 16 --unsafe-no-sandbox 2>&1 | tail -1
+  done
+fi
 tar -C "$W" -cf - keep | split -b 15m - "$OUT/nano.tar.part-"
 ls -la "$OUT"; echo "total $(( $(date +%s) - T0 )) s"
