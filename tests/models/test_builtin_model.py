@@ -7,6 +7,7 @@ committed separately from the code); everything else about the built-in model is
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shlex
@@ -93,8 +94,8 @@ def test_a_wheel_ships_the_model_directory(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("codegemma-*.whl")
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("codegemma/models/nano/")}
-    want = {f"codegemma/models/nano/{p.name}" for p in BUILTIN_DIR.iterdir()
-            if p.suffix in (".json", ".safetensors") or p.name == "README.md"}
+    want = {f"codegemma/models/nano/{p.relative_to(BUILTIN_DIR).as_posix()}" for p in BUILTIN_DIR.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
     assert {"codegemma/models/nano/config.json", "codegemma/models/nano/tokenizer.json",
             "codegemma/models/nano/README.md"} <= want
     assert shipped == want
@@ -153,12 +154,21 @@ def _readme_first_command() -> list[str]:
 
 
 @needs_weights
-def test_readme_first_command_completes_fib_with_the_builtin_model():
+def test_readme_first_command_completes_an_example_with_the_builtin_model():
     args = _readme_first_command()
-    assert args[0] == "complete" and "--model" not in args and any(a.startswith("examples/fib.py:") for a in args)
+    assert args[0] == "complete" and "--model" not in args
+    spec = next(a for a in args if a.startswith("examples/"))
     r = _cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip(), f"empty middle; stderr: {r.stderr[-500:]}"
+    middle = r.stdout
+    assert middle.strip(), f"empty middle; stderr: {r.stderr[-500:]}"
+    # a sensible middle: the file with it filled in is valid Python
+    path, line, col = spec.rsplit(":", 2)
+    source = (REPO / path).read_text()
+    lines = source.splitlines(keepends=True)
+    cursor = sum(len(x) for x in lines[:int(line) - 1]) + int(col) - 1
+    filled = source[:cursor] + middle.rstrip("\n") + source[cursor:]
+    ast.parse(filled)
 
 
 @needs_weights
