@@ -41,12 +41,13 @@ cp -r "$W/run/final" "$W/keep/nano"
 cp "$W/run/metrics.jsonl" "$W/run/loss.png" "$W/data_stats.txt" "$W/corpus/licences.json" "$W/keep/"
 cp "$W/data/manifest.json" "$W/keep/data_manifest.json"
 cp "$W/data/stats.png" "$W/keep/data_stats.png" 2>/dev/null || true
+tar -C "$W" -cf - keep | split -b 15m - "$OUT/nano.tar.part-"
 if [ "${NANO_EVAL:-0}" = 1 ]; then   # the benchmarks on this disposable machine (no bubblewrap here:
-  # --unsafe); the samples come back in keep/eval/ and are scored again in the sandbox elsewhere
+  # --unsafe); the samples come back in eval.tar and are scored again in the sandbox elsewhere
   for b in humaneval-infill-single humaneval-infill-multi humaneval; do
-    python3 -m codegemma eval run --benchmark "$b" --model "$W/keep/nano" --out "$W/keep/eval/$b" \
+    python3 -m codegemma eval run --benchmark "$b" --model "$W/keep/nano" --out "$W/eval/$b" \
       --data-dir .bench --device cuda --dtype float32 --batch-size 128 --workers 16 --unsafe-no-sandbox 2>&1 | tail -1
+    tar -C "$W" -cf "$OUT/eval.tar" eval   # after each benchmark: a call cut off keeps what is done
   done
 fi
-tar -C "$W" -cf - keep | split -b 15m - "$OUT/nano.tar.part-"
 ls -la "$OUT"; echo "total $(( $(date +%s) - T0 )) s"
