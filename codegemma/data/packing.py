@@ -39,7 +39,7 @@ CHARS_PER_TOKEN = 2.0
 class FimConfig:
     fim_rate: float = 0.9
     spm_rate: float = 0.5
-    # Files longer than this many characters are cut into pieces (file_pieces), each its own
+    # Files longer than this many characters are cut into pieces (piece_bounds), each its own
     # FIM example; None: whole files. `data prepare` sets it from --seq-len.
     max_chars: int | None = None
 

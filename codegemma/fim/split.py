@@ -26,7 +26,7 @@ place, rather than Bavarian et al.'s uniformly random character positions. Ours:
   codegemma-nano (scripts/nano/README.md) got the indentation of such lines wrong more than
   anything else. With 0.3 about 20% of middles are one whole line and 28% several.
 - max_middle = max(32, half the file) bytes, so the middle never swallows the whole file.
-- A piece of a long file (`window`, see data/packing.file_pieces) is split with the tree of the
+- A piece of a long file (`window`, see data/packing.piece_bounds) is split with the tree of the
   whole file: the walk only takes nodes inside the window (descending through those that cross
   its edges), so a piece that starts inside a class body still gets a syntactic split. Parsing
   the piece alone would fail there and fall back to random characters for most of a corpus.
