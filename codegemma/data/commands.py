@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=int, default=8192, help="tokens per sequence (default 8192)")
     p.add_argument("--fim-rate", type=float, default=0.9, help="share of files made FIM examples (default 0.9)")
     p.add_argument("--spm-rate", type=float, default=0.5, help="share of FIM examples in SPM order (default 0.5)")
+    p.add_argument("--fim-statement-rate", type=float, default=0.3,
+                   help="share of FIM middles that are whole lines of whole statements (default 0.3)")
+    p.add_argument("--fim-path-rate", type=float, default=1.0,
+                   help="share of FIM examples that keep their path line (default 1.0: all)")
     p.add_argument("--fim-passes", type=int, default=1, metavar="N",
                    help="renderings of the train split, each with fresh FIM decisions and repository order, "
                         "so a model trained for several epochs sees each file split differently "
@@ -99,7 +103,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from .prepare import PrepareConfig, prepare
 
     cfg = PrepareConfig(out=args.out, tokenizer=args.tokenizer, input=args.input, seq_len=args.seq_len,
-                        fim_rate=args.fim_rate, spm_rate=args.spm_rate, fim_passes=args.fim_passes, seed=args.seed,
+                        fim_rate=args.fim_rate, spm_rate=args.spm_rate,
+                        statement_rate=args.fim_statement_rate, path_rate=args.fim_path_rate, fim_passes=args.fim_passes, seed=args.seed,
                         val_fraction=args.val_fraction, data_dir=args.data_dir,
                         decontaminate=not args.no_decontaminate, limit_mb=args.limit_mb,
                         sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,

@@ -39,15 +39,23 @@ CHARS_PER_TOKEN = 2.0
 class FimConfig:
     fim_rate: float = 0.9
     spm_rate: float = 0.5
+    # share of FIM splits whose middle is whole lines of whole statements (FimSplitter.statement_prob)
+    statement_rate: float = 0.3
+    # share of FIM examples that keep their file's path line; the report calls it optional in
+    # prompts, and a model that never saw a FIM example without one is off its training
+    # distribution when an IDE or a benchmark sends none. Plain files always keep theirs.
+    path_rate: float = 1.0
     # Files longer than this many characters are cut into pieces (piece_bounds), each its own
     # FIM example; None: whole files. `data prepare` sets it from --seq-len.
     max_chars: int | None = None
 
     def __post_init__(self):
-        for name in ("fim_rate", "spm_rate"):
+        flags = {"fim_rate": "--fim-rate", "spm_rate": "--spm-rate", "statement_rate": "--fim-statement-rate",
+                 "path_rate": "--fim-path-rate"}
+        for name, flag in flags.items():
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
+                raise ValueError(f"{flag} must be between 0 and 1, got {v}")
 
 
 def piece_bounds(text: str, max_chars: int) -> list[tuple[int, int]]:
@@ -130,7 +138,7 @@ class RepositoryPacker:
         self.tok = tokenizer
         self.fim = fim
         self.seed = seed
-        self.splitter = FimSplitter()
+        self.splitter = FimSplitter(statement_prob=fim.statement_rate)
         self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
 
@@ -178,6 +186,10 @@ class RepositoryPacker:
             split = self.splitter.split(text, language, rng, window=window)
             stats.add(f"fim_{mode}")
             stats.add("fim_syntactic" if split.syntactic else "fim_char_fallback")
+            # drawn only when some examples lose the path, so the default output is unchanged
+            if self.fim.path_rate < 1.0 and rng.random() >= self.fim.path_rate:
+                stats.add("fim_without_path")
+                path = None
             return render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle)
         stats.add("plain_files")
         return render_file(path, text[window[0]:window[1]])

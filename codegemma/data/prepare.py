@@ -54,6 +54,8 @@ class PrepareConfig:
     seq_len: int = 8192
     fim_rate: float = 0.9
     spm_rate: float = 0.5
+    statement_rate: float = 0.3     # FimConfig.statement_rate
+    path_rate: float = 1.0          # FimConfig.path_rate
     # renderings of the train split, each with its own FIM decisions (a model trained for many
     # epochs then sees a file with several different splits); validation always has one
     fim_passes: int = 1
@@ -72,7 +74,7 @@ class PrepareConfig:
             raise ValueError(f"--seq-len must be at least 16, got {self.seq_len}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        FimConfig(self.fim_rate, self.spm_rate)
+        FimConfig(self.fim_rate, self.spm_rate, self.statement_rate, self.path_rate)
         if isinstance(self.fim_passes, bool) or not isinstance(self.fim_passes, int) or self.fim_passes < 1:
             raise ValueError(f"--fim-passes must be a whole number >= 1 (1 = one FIM rendering of each file, "
                              f"the default), got {self.fim_passes!r}")
@@ -237,6 +239,7 @@ class Preparation:
                     "index": i, "passes": passes, "clean_file": str(clean_dir / f"{task_name(i)}.jsonl"),
                     "dropped_file": str(dedup_file), "tokenizer": str(self.tok_file), "seed": self.cfg.seed,
                     "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate,
+                            "statement_rate": self.cfg.statement_rate, "path_rate": self.cfg.path_rate,
                             "max_chars": int(self.cfg.seq_len * CHARS_PER_TOKEN)},
                     "val_repos": sorted(e["repo"] for e in g if e["repo"] in val_set)})
         ex.run(tokenize_task, self._largest_first(todo), desc="data tokens")

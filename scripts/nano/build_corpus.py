@@ -40,12 +40,14 @@ def licence_of(dist: metadata.Distribution) -> tuple[str, bool]:
     return evidence, bool(PERMISSIVE.search(evidence))
 
 
-def write_files(f, repo: str, entry: dict, files: list[tuple[str, Path]], max_mb: float) -> int:
-    """Write the source files among `files` ((relative path, file)) as records of `repo`, up to
-    `max_mb` MB in path order; updates `entry`'s counts and returns the number written."""
+def write_files(f, repo: str, entry: dict, files: list[tuple[str, Path]], max_mb: float,
+                suffixes: set[str] = SUFFIXES) -> int:
+    """Write the source files among `files` ((relative path, file)) with one of `suffixes` as
+    records of `repo`, up to `max_mb` MB in path order; updates `entry`'s counts and returns the
+    number written."""
     written = 0
     for rel, path in files:
-        if path.suffix not in SUFFIXES or "/tests/data/" in rel:
+        if path.suffix not in suffixes or "/tests/data/" in rel:
             continue
         try:
             size = path.stat().st_size
@@ -65,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-mb-per-package", type=float, default=200.0)
+    ap.add_argument("--suffixes", default=",".join(sorted(SUFFIXES)),
+                    help="comma list of file suffixes to keep (default: every language; .py for a Python model)")
     args = ap.parse_args(argv)
+    suffixes = {s.strip() if s.strip().startswith(".") else "." + s.strip() for s in args.suffixes.split(",") if s.strip()}
+    if not suffixes <= SUFFIXES:
+        ap.error(f"--suffixes: unknown {sorted(suffixes - SUFFIXES)}; choose from {sorted(SUFFIXES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seen, records = {}, 0
@@ -84,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             files = sorted(str(p) for p in (dist.files or []))
             records += write_files(f, name, entry, [(rel, Path(dist.locate_file(rel))) for rel in files
-                                                    if not rel.startswith("..")], args.max_mb_per_package)
+                                                    if not rel.startswith("..")], args.max_mb_per_package, suffixes)
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         entry = seen["python-stdlib"] = {"version": sys.version.split()[0], "licence": "PSF-2.0 (CPython)",
                                          "kept": True, "files": 0, "bytes": 0}
         files = sorted(p for p in stdlib.rglob("*") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
         records += write_files(f, "python-stdlib", entry, [(str(p.relative_to(stdlib)), p) for p in files],
-                               args.max_mb_per_package)
+                               args.max_mb_per_package, suffixes)
     total = sum(e["bytes"] for e in seen.values())
     os.replace(tmp, out / "corpus.jsonl")
     (out / "licences.json").write_text(json.dumps(seen, indent=1, sort_keys=True))

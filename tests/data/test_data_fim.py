@@ -126,6 +126,47 @@ def test_fim_rate_and_spm_share_within_bounds(corpus_tokenizer):
         assert abs(spm - fim * spm_rate) < 5 * math.sqrt(fim * spm_rate * (1 - spm_rate))
 
 
+def test_path_rate_drops_the_path_line_of_that_share_of_fim_examples_only(corpus_tokenizer):
+    _require_grammar("python")
+    tok = Tokenizer.load(corpus_tokenizer)
+    files = {f"pkg/m{i:03d}.py": PY.replace("area", f"area{i}") for i in range(400)}
+    docs = [Document("repo", p, t, "python") for p, t in files.items()]
+    stats = Stats()
+    packer = RepositoryPacker(tok, FimConfig(0.8, 0.5, path_rate=0.25), seed=2)
+    chunks = packer.render(packer.arrange(docs, stats), stats)
+    fim = [c for c in chunks if "<|fim_middle|>" in c]
+    plain = [c for c in chunks if "<|fim_middle|>" not in c]
+    no_path = [c for c in fim if parse_fim(c)["path"] is None]
+    assert stats.counts["count/fim_without_path"] == len(no_path)
+    assert abs(len(no_path) - 0.75 * len(fim)) < 5 * math.sqrt(len(fim) * 0.75 * 0.25)
+    assert no_path[0].startswith(("<|fim_prefix|>", "<|fim_suffix|>"))
+    assert all(c.split("\n", 1)[0] in files for c in plain)     # plain files keep their path line
+    # the default (every path kept) draws nothing extra: the same output as before the option
+    keep = RepositoryPacker(tok, FimConfig(0.8, 0.5), seed=2)
+    assert all(parse_fim(c)["path"] in files for c in keep.render(keep.arrange(docs, Stats()), Stats())
+               if "<|fim_middle|>" in c)
+
+
+def test_statement_rate_sets_the_share_of_whole_line_middles(corpus_tokenizer):
+    _require_grammar("python")
+    tok = Tokenizer.load(corpus_tokenizer)
+    docs = [Document("repo", f"m{i:03d}.py", PY.replace("area", f"area{i}"), "python") for i in range(300)]
+
+    def whole_line_share(rate: float) -> float:
+        packer = RepositoryPacker(tok, FimConfig(1.0, 0.0, statement_rate=rate), seed=4)
+        mids = [parse_fim(c)["middle"] for c in packer.render(packer.arrange(docs, Stats()), Stats())]
+        return sum(m.endswith("\n") and (m[:1].isspace() or m[:1].isalpha()) for m in mids) / len(mids)
+
+    assert whole_line_share(0.9) > whole_line_share(0.0) + 0.3
+
+
+def test_fim_rates_outside_zero_one_name_their_flag():
+    with pytest.raises(ValueError, match="--fim-path-rate"):
+        FimConfig(path_rate=1.5)
+    with pytest.raises(ValueError, match="--fim-statement-rate"):
+        FimConfig(statement_rate=-0.1)
+
+
 def test_every_fim_document_decodes_back_to_its_file(corpus_tokenizer):
     _require_grammar("python")
     tok = Tokenizer.load(corpus_tokenizer)
