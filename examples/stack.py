@@ -6,5 +6,6 @@ class Stack:
 
     def push(self, item):
         
+
     def pop(self):
         return self.items.pop()

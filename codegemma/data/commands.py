@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for FIM decisions and repository order (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.01,
                    help="share of repositories held out for validation (default 0.01, at least one)")
+    p.add_argument("--val-repos", default=None, metavar="NAMES",
+                   type=lambda text: tuple(sorted({t.strip() for t in text.split(",") if t.strip()})),
+                   help="comma list of repositories to hold out for validation (default: the --val-fraction hash rule)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes / Ray CPUs (default 1)")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. auto); default: start a local Ray")
@@ -105,7 +108,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     cfg = PrepareConfig(out=args.out, tokenizer=args.tokenizer, input=args.input, seq_len=args.seq_len,
                         fim_rate=args.fim_rate, spm_rate=args.spm_rate,
                         statement_rate=args.fim_statement_rate, path_rate=args.fim_path_rate, fim_passes=args.fim_passes, seed=args.seed,
-                        val_fraction=args.val_fraction, data_dir=args.data_dir,
+                        val_fraction=args.val_fraction, val_repos=args.val_repos, data_dir=args.data_dir,
                         decontaminate=not args.no_decontaminate, limit_mb=args.limit_mb,
                         sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,
                         keep_work=args.keep_work)

@@ -61,6 +61,9 @@ class PrepareConfig:
     fim_passes: int = 1
     seed: int = 0
     val_fraction: float = 0.01
+    # validation repositories by name (overrides val_fraction's hash rule), e.g. to keep a
+    # repository that matters most in training, or to compare runs on the same held-out code
+    val_repos: tuple[str, ...] | None = None
     data_dir: str | None = None
     decontaminate: bool = True
     limit_mb: float | None = None
@@ -119,9 +122,20 @@ def repo_unit(repo: str) -> float:
     return int(hashlib.sha256(repo.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) / 2.0**64
 
 
-def split_repositories(repos: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+def split_repositories(repos: list[str], val_fraction: float,
+                       val_repos: tuple[str, ...] | None = None) -> tuple[list[str], list[str]]:
     """(train, val): val = repositories with repo_unit < val_fraction; with 2+ repositories at least
-    one (the lowest unit) is in val and at least one stays in train."""
+    one (the lowest unit) is in val and at least one stays in train. `val_repos` names the
+    validation repositories instead (each must be among `repos`)."""
+    if val_repos is not None:
+        missing = sorted(set(val_repos) - set(repos))
+        if missing:
+            raise ValueError(f"--val-repos: no repository named {', '.join(missing)} in the input (after "
+                             f"filtering); names are the repository names of `data stats`, e.g. {sorted(repos)[:3]}")
+        if len(set(val_repos)) >= len(repos):
+            raise ValueError("--val-repos names every repository: leave at least one for training")
+        chosen = set(val_repos)
+        return [r for r in repos if r not in chosen], [r for r in repos if r in chosen]
     ranked = sorted(repos, key=lambda r: (repo_unit(r), r))
     val = [r for r in ranked if repo_unit(r) < val_fraction]
     if len(ranked) >= 2:
@@ -311,7 +325,7 @@ class Preparation:
                     repos.add(repo)
         if not repos:
             raise ValueError("every file was filtered out: nothing to write (see the drop counts with a larger input)")
-        return split_repositories(sorted(repos), self.cfg.val_fraction)
+        return split_repositories(sorted(repos), self.cfg.val_fraction, self.cfg.val_repos)
 
     def _pack(self, clean_dir: Path, dedup_file: Path, tok_dirs: list[Path], n_tasks: int,
               train: list[str], val: list[str]) -> dict:
@@ -358,9 +372,11 @@ class Preparation:
             "tokenizer": {"dir": "tokenizer", "file": self.tok_file.name, "sha256": _file_sha(self.tok_file),
                           "vocab_size": self.tokenizer.vocab_size},
             "decontamination": {"data_dir_used": self.data_dir is not None},
-            "validation": {"rule": "repository-level: sha256(repo name) as a number in [0,1) < val_fraction; "
-                                   "with 2+ repositories at least one in val and one in train",
-                           "val_fraction": self.cfg.val_fraction},
+            "validation": ({"rule": "repository-level: the repositories named by --val-repos",
+                            "val_repos": list(self.cfg.val_repos)} if self.cfg.val_repos is not None else
+                           {"rule": "repository-level: sha256(repo name) as a number in [0,1) < val_fraction; "
+                                    "with 2+ repositories at least one in val and one in train",
+                            "val_fraction": self.cfg.val_fraction}),
             "packing": {"document": "a repository pack (<bos> files joined by <|file_separator|> <eos>)",
                         "policy": "concatenate in seeded repository order, cut into seq_len windows; "
                                   "a cut document continues as a new segment; the last sequence is padded",

@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-mb-per-package", type=float, default=200.0)
     ap.add_argument("--suffixes", default=",".join(sorted(SUFFIXES)),
                     help="comma list of file suffixes to keep (default: every language; .py for a Python model)")
+    ap.add_argument("--only", default=None, metavar="NAMES",
+                    help="comma list of distributions (and/or python-stdlib) to take; default: every permissive one")
     args = ap.parse_args(argv)
+    only = {n.strip().lower() for n in args.only.split(",") if n.strip()} if args.only else None
     suffixes = {s.strip() if s.strip().startswith(".") else "." + s.strip() for s in args.suffixes.split(",") if s.strip()}
     if not suffixes <= SUFFIXES:
         ap.error(f"--suffixes: unknown {sorted(suffixes - SUFFIXES)}; choose from {sorted(SUFFIXES)}")
@@ -87,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                 evidence, ok = evidence + " | left out: contains benchmark data", False
             entry = {"version": dist.version, "licence": evidence, "kept": ok, "files": 0, "bytes": 0}
             seen[name] = entry
-            if not ok:
+            if not ok or (only is not None and name not in only):
+                entry["kept"] = ok and only is None
                 continue
             files = sorted(str(p) for p in (dist.files or []))
             records += write_files(f, name, entry, [(rel, Path(dist.locate_file(rel))) for rel in files
                                                     if not rel.startswith("..")], args.max_mb_per_package, suffixes)
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         entry = seen["python-stdlib"] = {"version": sys.version.split()[0], "licence": "PSF-2.0 (CPython)",
-                                         "kept": True, "files": 0, "bytes": 0}
-        files = sorted(p for p in stdlib.rglob("*") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+                                         "kept": only is None or "python-stdlib" in only, "files": 0, "bytes": 0}
+        files = sorted(p for p in stdlib.rglob("*") if "site-packages" not in p.parts
+                       and "dist-packages" not in p.parts) if entry["kept"] else []
         records += write_files(f, "python-stdlib", entry, [(str(p.relative_to(stdlib)), p) for p in files],
                                args.max_mb_per_package, suffixes)
     total = sum(e["bytes"] for e in seen.values())

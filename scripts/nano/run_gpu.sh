@@ -21,7 +21,7 @@ W=${NANO_WORK:-/tmp/nano-w}
 mkdir -p "$W"
 if [ ! -f "$W/data/manifest.json" ]; then
   python3 scripts/nano/build_corpus.py --out "$W/corpus" --max-mb-per-package "${NANO_MB_PER_PACKAGE:-120}" \
-    --suffixes "${NANO_SUFFIXES:-.py}"
+    --suffixes "${NANO_SUFFIXES:-.py}" ${NANO_ONLY:+--only "$NANO_ONLY"}
   if [ -n "${NANO_INIT:-}" ]; then   # continued pretraining: keep the model's own tokenizer
     cp -r "$NANO_INIT" "$W/tok"
   else
@@ -30,7 +30,7 @@ if [ ! -f "$W/data/manifest.json" ]; then
   python3 -m codegemma data prepare --input "$W/corpus/corpus.jsonl" --out "$W/data" --tokenizer "$W/tok" \
     --seq-len 2048 --fim-rate 0.9 --spm-rate "${NANO_SPM_RATE:-0.5}" --fim-passes "${NANO_FIM_PASSES:-3}" \
     --fim-statement-rate "${NANO_STATEMENT_RATE:-0.3}" --fim-path-rate "${NANO_PATH_RATE:-1.0}" \
-    --seed 0 --workers "$(nproc)" --data-dir .bench
+    ${NANO_VAL_REPOS:+--val-repos "$NANO_VAL_REPOS"} --seed 0 --workers "$(nproc)" --data-dir .bench
   python3 -m codegemma data stats "$W/data" > "$W/data_stats.txt" || true
   echo "data ready after $(( $(date +%s) - T0 )) s"
 fi

@@ -133,6 +133,26 @@ def test_validation_split_rule():
     assert split_repositories(["only"], 0.5) in ((["only"], []), ([], ["only"]))
 
 
+def test_val_repos_name_the_validation_repositories():
+    repos = ["numpy", "python-stdlib", "sympy"]
+    assert split_repositories(repos, 0.999, ("sympy",)) == (["numpy", "python-stdlib"], ["sympy"])
+    with pytest.raises(ValueError, match="no repository named lightning"):
+        split_repositories(repos, 0.01, ("lightning",))
+    with pytest.raises(ValueError, match="leave at least one"):
+        split_repositories(repos, 0.01, tuple(repos))
+
+
+def test_val_repos_end_to_end_keeps_the_rest_in_train(tmp_path, corpus, corpus_tokenizer, small_benchmarks):
+    out = tmp_path / "named"
+    cfg = _config(corpus, corpus_tokenizer, small_benchmarks, out)
+    repos = sorted(corpus[1])
+    cfg.val_repos = (repos[-1],)
+    manifest = prepare(cfg, ExecutorConfig(workers=1))
+    assert manifest["splits"]["val"]["num_repositories"] == 1
+    assert manifest["splits"]["train"]["num_repositories"] == len(repos) - 1
+    assert manifest["validation"]["val_repos"] == [repos[-1]]
+
+
 def test_two_workers_give_identical_shards(reference, tmp_path, corpus, corpus_tokenizer, small_benchmarks):
     out = tmp_path / "w2"
     prepare(_config(corpus, corpus_tokenizer, small_benchmarks, out), ExecutorConfig(workers=2))
