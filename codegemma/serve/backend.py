@@ -50,8 +50,14 @@ def new_id(prefix: str) -> str:
 class Backend:
     """One served model: engine + tokenizer + the name clients call it by."""
 
-    def __init__(self, engine, tokenizer, model_name: str, config=None, model_dir: str | None = None):
+    def __init__(self, engine, tokenizer, model_name: str, config=None, model_dir: str | None = None,
+                 fim_mode: str = "psm"):
+        if fim_mode not in ("psm", "spm"):
+            raise ValueError(f"unknown FIM mode {fim_mode!r}; use 'psm' or 'spm'")
         self.engine = engine
+        # the order every infill request is rendered in: the IDE APIs carry no mode, so it is the
+        # server's (PSM for CodeGemma; codegemma-nano completes better from SPM prompts)
+        self.fim_mode = fim_mode
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.config = config
@@ -91,7 +97,8 @@ class Backend:
                                 "<|fim_prefix|>/<|fim_suffix|>/<|fim_middle|> tokens; serve a CodeGemma model")
         ctx, want, budget = self._limits(max_new_tokens, n_ctx)
         try:
-            fitted = fit_fim(self.tokenizer, prefix, suffix, budget, path=path, context=context, middle=middle)
+            fitted = fit_fim(self.tokenizer, prefix, suffix, budget, mode=self.fim_mode, path=path,
+                             context=context, middle=middle)
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
         return self._prepared(fitted, want, ctx)

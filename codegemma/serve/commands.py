@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: the checkpoint's on GPU)")
     p.add_argument("--model-name", default=None,
                    help="name reported by /v1/models and /api/tags (default: the directory name)")
+    p.add_argument("--fim-mode", default="psm", choices=["psm", "spm"],
+                   help="order of infill prompts: psm (default, CodeGemma's) or spm (suffix first; "
+                        "codegemma-nano scores better with it)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
@@ -54,7 +57,8 @@ def _serve(args) -> int:
     from codegemma.serve.app import load_backend, run_server
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
-                           max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name)
+                           max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
+                           fim_mode=args.fim_mode)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)

@@ -163,3 +163,23 @@ def test_props(client):
 
     props = client.get("/props").json()
     assert props["default_generation_settings"]["n_ctx"] == MAX_SEQ_LEN and props["total_slots"] == 4
+
+
+@pytest.fixture(scope="module")
+def spm_client(tmp_path_factory, model_dir):
+    import httpx
+
+    from tests.serve.conftest import _start
+
+    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm")
+    with httpx.Client(base_url=s.url, timeout=60) as c:
+        yield c
+    s.stop()
+
+
+def test_fim_mode_spm_renders_every_infill_suffix_first(spm_client):
+    r = infill(spm_client)
+    spm = spm_client.post("/completion", json={"prompt": render_fim(PREFIX, SUFFIX, mode="spm"), **GREEDY}).json()
+    psm = spm_client.post("/completion", json={"prompt": render_fim(PREFIX, SUFFIX), **GREEDY}).json()
+    assert r["content"] == spm["content"]
+    assert psm["content"] != spm["content"]     # the two orders are told apart by this model
