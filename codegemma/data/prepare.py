@@ -77,10 +77,16 @@ class PrepareConfig:
             raise ValueError(f"--seq-len must be at least 16, got {self.seq_len}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        FimConfig(self.fim_rate, self.spm_rate, self.statement_rate, self.path_rate)
+        self.fim_config()
         if isinstance(self.fim_passes, bool) or not isinstance(self.fim_passes, int) or self.fim_passes < 1:
             raise ValueError(f"--fim-passes must be a whole number >= 1 (1 = one FIM rendering of each file, "
                              f"the default), got {self.fim_passes!r}")
+
+
+    def fim_config(self) -> FimConfig:
+        """The FIM settings every tokenize task packs with (long files cut to fit a sequence)."""
+        return FimConfig(self.fim_rate, self.spm_rate, self.statement_rate, self.path_rate,
+                         max_chars=int(self.seq_len * CHARS_PER_TOKEN))
 
 
 def _file_sha(path: Path) -> str:
@@ -252,9 +258,7 @@ class Preparation:
                 todo.append({
                     "index": i, "passes": passes, "clean_file": str(clean_dir / f"{task_name(i)}.jsonl"),
                     "dropped_file": str(dedup_file), "tokenizer": str(self.tok_file), "seed": self.cfg.seed,
-                    "fim": {"fim_rate": self.cfg.fim_rate, "spm_rate": self.cfg.spm_rate,
-                            "statement_rate": self.cfg.statement_rate, "path_rate": self.cfg.path_rate,
-                            "max_chars": int(self.cfg.seq_len * CHARS_PER_TOKEN)},
+                    "fim": asdict(self.cfg.fim_config()),
                     "val_repos": sorted(e["repo"] for e in g if e["repo"] in val_set)})
         ex.run(tokenize_task, self._largest_first(todo), desc="data tokens")
         lap("tokenize")
