@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from codegemma.atomic import DiskFullError
+
 # Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES = (
     "codegemma.commands",        # init, generate, complete, chat
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (UserError, FileNotFoundError, ValueError) as exc:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+            NotADirectoryError, PermissionError, DiskFullError) as exc:
         # Errors a user can cause end in one line that names the problem and the fix.
         print(f"codegemma {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,175 @@
+"""Atomic writes: a file or a directory appears whole or not at all, and a failure leaves nothing.
+
+The one helper for every place that writes output a user keeps (checkpoints, shards, reports,
+GGUF files, tokenizers, metrics). Each writes into a temporary sibling (same directory, so the
+final rename stays on one filesystem and is atomic), flushes it to disk, gives it the permissions
+an ordinary `open()` would (0666 & ~umask for files, 0777 & ~umask for directories; mkstemp's
+0600 would make results private beside their 0644 siblings) and renames it into place. On any
+error the temporary is removed and an existing target is left as it was (a directory being
+replaced is moved aside first and put back if the swap fails).
+
+A full disk is reported as `DiskFullError` (an OSError whose message names the path and the fix),
+which the CLI prints as one line.
+
+    with atomic_file(path) as fh:          # text; atomic_file(path, "wb") for bytes
+        fh.write(...)
+    atomic_write_text(path, text)
+    with atomic_path(path) as tmp:          # for libraries that write to a path themselves
+        np.save(tmp, array)                 # (tmp keeps path's suffix, so np.save adds none)
+    with atomic_dir(out, replace=True) as tmp:
+        (tmp / "config.json").write_text(...)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = ["DiskFullError", "atomic_file", "atomic_write_text", "atomic_write_bytes", "atomic_path",
+           "atomic_dir", "default_file_mode"]
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing `path`; nothing was left half-written."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(errno.ENOSPC, f"no space left on the device while writing {path}; "
+                                       "nothing was left half-written: free some space and run it again")
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode a plain open(path, "w") gives a new file."""
+    return 0o666 & ~_umask()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: Path, tag: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{tag}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix) to write; renamed onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory; give a file path", str(path))
+    tmp = _tmp_name(path, "tmp")
+    try:
+        yield tmp
+        try:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{tmp}: the writer did not create the file") from None
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _FULL:
+            raise DiskFullError(path) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
+                newline: str | None = None) -> Iterator[IO]:
+    """open(path, mode) into a temporary that replaces `path` when the block ends without error."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file writes whole files: mode 'w' or 'wb', not {mode!r}")
+    with atomic_path(path) as tmp:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    with atomic_file(path, "w", encoding=encoding) as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """A temporary directory beside `path` to fill; it becomes `path` when the block succeeds.
+
+    An existing `path` is an error (FileExistsError) unless `replace`: then it is moved aside, the
+    new directory renamed in, and the old one removed only afterwards (put back if the rename fails).
+    """
+    path = Path(path)
+    if path.exists() and not replace:
+        raise FileExistsError(errno.EEXIST, f"{path} already exists; choose a new path", str(path))
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{path} is a file, not a directory; choose another path",
+                                 str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the result private
+        yield tmp
+        _swap_in(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in _FULL:
+            raise DiskFullError(path) from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Rename `new` to `out`; an existing `out` is moved aside first and removed only afterwards."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, aside / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(aside / out.name, out)  # put the previous directory back
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
