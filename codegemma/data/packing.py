@@ -10,23 +10,27 @@ worker, task grouping or order of execution produced it. With `--fim-passes N` a
 rendered N times; pass k > 0 seeds with (seed, k, repository, path) instead, so each pass draws
 its own FIM decisions and pass 0 is exactly the single-pass output.
 
-Literal special-token texts inside files are neutralised first (filters.neutralise_special_texts),
-so the only control tokens in the stream are the ones this module puts there.
+Control tokens come only from the structure: <bos>, <eos> and <|file_separator|> between chunks,
+and the FIM sentinels that fim/format.py's layout puts into a FIM example. A chunk is rendered as
+parts (`Chunk`): the sentinels as `ControlText` and everything else, paths and file text alike, as
+plain text that is encoded with `parse_special=False`. So a file named `<eos>.py`, or a tokenizer's
+own source that spells `<|fim_middle|>`, is trained on as the characters it is, unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from codegemma.fim.format import render_file, render_fim
+from codegemma.fim.format import MODES, SENTINEL_TEXTS, render_file, render_fim
 from codegemma.fim.split import FimSplitter
 from codegemma.repo.order import order_repository
+from codegemma.tokenizer.special import FIM_TOKEN_NAMES, SPECIAL_TOKENS
 
 from .document import Document, Stats
-from .filters import neutralise_special_texts, special_text_pattern
 
 
 # Files are cut into pieces of at most this many characters per token of the sequence length:
@@ -106,21 +110,36 @@ def file_rng(seed: int, repo: str, path: str, fim_pass: int = 0) -> np.random.Ge
     return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
 
 
-def special_texts_of(tokenizer) -> list[str]:
-    """Texts the tokenizer turns into control tokens: its special added tokens (and our table)."""
-    from codegemma.tokenizer import SPECIAL_TOKENS
+class ControlText(str):
+    """A special-token text placed by the layout itself (a FIM sentinel): the only text in a chunk
+    that becomes a control token."""
 
-    texts = {t.text for t in SPECIAL_TOKENS.values()}
-    backend = tokenizer.backend
-    if backend is not None:
-        texts.update(t.content for t in backend.get_added_tokens_decoder().values() if t.special)
-    return sorted(texts)
+
+# One file or piece as the model sees it: "".join(chunk) is its rendering (render_file or
+# render_fim); ControlText parts become control ids, the other parts are encoded as plain text.
+Chunk = tuple[str, ...]
+
+_SLOT = re.compile("\0(path|prefix|suffix|middle)\0")
+_SENTINEL = re.compile("(" + "|".join(re.escape(t) for t in SENTINEL_TEXTS) + ")")
+
+
+def fim_layout(mode: str, with_path: bool) -> Chunk:
+    """render_fim's layout of one FIM example: ControlText sentinels and text templates holding
+    slot marks (`\0prefix\0`, ...). The layout is read off a rendering with marks in place of the
+    texts, so fim/format.py stays the only owner of the order."""
+    text = render_fim("\0prefix\0", "\0suffix\0", mode, path="\0path\0" if with_path else None,
+                      middle="\0middle\0")
+    return tuple(ControlText(p) if p in SENTINEL_TEXTS else p for p in _SENTINEL.split(text) if p)
+
+
+def fill_layout(layout: Chunk, **texts: str) -> Chunk:
+    """The layout with its slot marks replaced by `texts` (one pass: a text is never searched)."""
+    return tuple(p if isinstance(p, ControlText) else _SLOT.sub(lambda m: texts[m[1]], p) for p in layout)
 
 
 @dataclass(frozen=True)
 class ArrangedRepository:
-    """A repository ready to render: its files in packing order (special texts neutralised), each
-    with the [lo, hi) character windows of the pieces it is cut into. The same in every FIM pass,
+    """A repository ready to render: its files in packing order, each with the [lo, hi) character windows of the pieces it is cut into. The same in every FIM pass,
     so it is made once per repository."""
 
     repo: str
@@ -139,20 +158,15 @@ class RepositoryPacker:
         self.fim = fim
         self.seed = seed
         self.splitter = FimSplitter(statement_prob=fim.statement_rate)
-        self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
+        self.layouts = {(mode, with_path): fim_layout(mode, with_path) for mode in MODES for with_path in (True, False)}
+        self.control_ids = {SPECIAL_TOKENS[n].text: tokenizer.token_id(n) for n in FIM_TOKEN_NAMES}
 
     def arrange(self, docs: list[Document], stats: Stats) -> ArrangedRepository:
-        """Neutralise special texts, order the files (order_repository), cut long ones into pieces.
-        Counts about files go to `stats`: files_packed, file lengths, pieces, neutralised texts."""
-        files, langs = {}, {}
-        for d in docs:
-            text, n = neutralise_special_texts(d.text, self.specials)
-            if n:
-                stats.changed("special_text_neutralised_files")
-                stats.changed("special_text_neutralised", n)
-            files[d.path] = text
-            langs[d.path] = d.language
+        """Order the files (order_repository) and cut long ones into pieces. Counts about files go
+        to `stats`: files_packed, file lengths, pieces."""
+        files = {d.path: d.text for d in docs}
+        langs = {d.path: d.language for d in docs}
         stats.add("files_packed", len(files))
         # a repository whose root is a Python package (site-packages/numpy) is imported by its
         # directory name: `import numpy` must find the root __init__.py
@@ -168,7 +182,7 @@ class RepositoryPacker:
             arranged.append((path, langs[path], text, tuple(pieces)))
         return ArrangedRepository(docs[0].repo, tuple(arranged))
 
-    def render(self, repo: ArrangedRepository, stats: Stats, fim_pass: int = 0) -> list[str]:
+    def render(self, repo: ArrangedRepository, stats: Stats, fim_pass: int = 0) -> list[Chunk]:
         """The rendered chunks (one per file, or per piece of a long file, in packing order) with the
         FIM decisions of pass `fim_pass`, counted in `stats`."""
         chunks = []
@@ -179,7 +193,7 @@ class RepositoryPacker:
         return chunks
 
     def _render(self, path: str, text: str, window: tuple[int, int], language: str | None, rng,
-                stats: Stats) -> str:
+                stats: Stats) -> Chunk:
         """The chunk for the characters [lo, hi) of the file `text`: plain or a FIM example."""
         if rng.random() < self.fim.fim_rate:
             mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
@@ -190,24 +204,34 @@ class RepositoryPacker:
             if self.fim.path_rate < 1.0 and rng.random() >= self.fim.path_rate:
                 stats.add("fim_without_path")
                 path = None
-            return render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle)
+            return fill_layout(self.layouts[mode, path is not None], path=path or "", prefix=split.prefix,
+                               suffix=split.suffix, middle=split.middle)
         stats.add("plain_files")
-        return render_file(path, text[window[0]:window[1]])
+        return (render_file(path, text[window[0]:window[1]]),)
 
-    def encode(self, chunks: list[str], stats: Stats) -> np.ndarray:
+    def encode(self, chunks: list[Chunk], stats: Stats) -> np.ndarray:
         """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.
 
-        Chunks are encoded in one batch and joined with the separator id: identical to encoding
-        `join_files(chunks)`, because special tokens are split out before BPE runs.
+        The text parts of a batch of chunks are encoded in one call, as plain text; the ControlText
+        parts and the structure add their ids. For text without special-token texts this equals
+        encoding `join_files(...)` as one string, as inference does with a prompt (tested).
         """
         pieces = [np.asarray([self.tok.bos_id], dtype=np.uint32)]
-        sep = np.asarray([self.sep_id], dtype=np.uint32)
-        # batches of 256 files: Python lists of ids for a whole large repository would need GBs
+        # batches of 256 chunks: Python lists of ids for a whole large repository would need GBs
         for lo in range(0, len(chunks), 256):
-            for i, ids in enumerate(self.tok.encode_batch(chunks[lo:lo + 256]), start=lo):
+            batch = chunks[lo:lo + 256]
+            texts = [p for chunk in batch for p in chunk if p and not isinstance(p, ControlText)]
+            encoded = iter(self.tok.encode_batch(texts, parse_special=False))
+            ids: list[int] = []
+            for i, chunk in enumerate(batch, start=lo):
                 if i:
-                    pieces.append(sep)
-                pieces.append(np.asarray(ids, dtype=np.uint32))
+                    ids.append(self.sep_id)
+                for part in chunk:
+                    if isinstance(part, ControlText):
+                        ids.append(self.control_ids[part])
+                    elif part:
+                        ids.extend(next(encoded))
+            pieces.append(np.asarray(ids, dtype=np.uint32))
         pieces.append(np.asarray([self.tok.eos_id], dtype=np.uint32))
         tokens = np.concatenate(pieces)
         stats.add("chunks_packed", len(chunks))   # files and pieces of long files: FIM decisions
@@ -221,4 +245,4 @@ class RepositoryPacker:
         return self.encode(self.render(self.arrange(docs, stats), stats, fim_pass), stats)
 
 
-__all__ = ["ArrangedRepository", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]
+__all__ = ["ArrangedRepository", "Chunk", "ControlText", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]
