@@ -103,14 +103,19 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
-@pytest.mark.parametrize("stage,workers", [("early", 2), ("late", 1)])
-def test_a_full_disk_is_one_line_leaves_nothing_half_written_and_resumes(stage, workers, tmp_path, small_disk,
-                                                                           repos, corpus_tokenizer):
-    # the whole run's footprint on a normal disk: work files (kept) and the data set
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def footprint(tmp_path_factory, repos, corpus_tokenizer) -> tuple[Path, int, int]:
+    """A run on a normal disk, its work files kept: (output, bytes of work files, bytes in all)."""
+    ref = tmp_path_factory.mktemp("ref") / "out"
     r = prepare_cli("--keep-work", "--task-mb", "0.001", out=ref, tokenizer=corpus_tokenizer, inp=repos)
     assert r.returncode == 0, r.stderr[-3000:]
-    work, total = _blocks(ref / ".work"), _blocks(ref)
+    return ref, _blocks(ref / ".work"), _blocks(ref)
+
+
+@pytest.mark.parametrize("stage,workers", [("early", 2), ("late", 1)])
+def test_a_full_disk_is_one_line_leaves_nothing_half_written_and_resumes(stage, workers, small_disk, footprint,
+                                                                           repos, corpus_tokenizer):
+    ref, work, total = footprint
     # free space for about a third of the work files, or for all of them but not the data set
     free = work // 3 if stage == "early" else work + (total - work) // 3
     filler = small_disk / "filler"
