@@ -22,6 +22,7 @@ without N: raising N on a kept (or killed) work directory computes only the new 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -34,7 +35,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from codegemma.atomic import atomic_dir
+from codegemma.atomic import DiskFullError, atomic_dir
 
 from .decontam import Decontaminator, resolve_data_dir
 from .dedup import find_duplicates
@@ -233,6 +234,9 @@ class Preparation:
                 manifest = self._run_stages(ex)
         except BaseException as exc:
             self._clean_up_after(exc, created)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # also what atomic writes do not see: a directory, or a temporary that got no inode
+                raise DiskFullError(exc.filename or self.out) from None
             raise
         if not self.cfg.keep_work:
             remove_work(self.out)

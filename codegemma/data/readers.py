@@ -177,7 +177,7 @@ def split_jsonl(path: Path, out_dir: Path, max_bytes: int = MAX_BYTES, stats: St
             # such a path is dropped by the filters (a record, not the whole input, is bad)
             rec = json.loads(line.decode("utf-8", "surrogateescape"))
             repo, rel, content = str(rec["repo"]), str(rec["path"]).lstrip("/"), rec["content"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:   # RecursionError: nested too deep
             raise ValueError(f"{path}:{lineno}: expected a JSON object with repo, path, content ({exc})") from None
         if not (language_of(rel) and isinstance(content, str)):
             continue

@@ -91,16 +91,26 @@ def _blocks(path: Path) -> int:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MB tmpfs mounted for the test (root only)."""
+    """mount(options) -> a tmpfs of those options (e.g. "size=2m") mounted for the test (root only);
+    calling it again remounts the same tmpfs with new options."""
     disk = tmp_path / "disk"
     disk.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
+    mounted = []
+
+    def mount(options: str) -> Path:
+        cmd = ["mount", "-o", f"remount,{options}", str(disk)] if mounted else \
+              ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(options)
+        return disk
+
+    yield mount
+    if mounted:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +122,28 @@ def footprint(tmp_path_factory, repos, corpus_tokenizer) -> tuple[Path, int, int
     return ref, _blocks(ref / ".work"), _blocks(ref)
 
 
-@pytest.mark.parametrize("stage,workers", [("early", 2), ("late", 1)])
+@pytest.mark.parametrize("stage,workers", [("early", 2), ("late", 1), ("inodes", 1)])
 def test_a_full_disk_is_one_line_leaves_nothing_half_written_and_resumes(stage, workers, small_disk, footprint,
                                                                            repos, corpus_tokenizer):
     ref, work, total = footprint
-    # free space for about a third of the work files, or for all of them but not the data set
-    free = work // 3 if stage == "early" else work + (total - work) // 3
-    filler = small_disk / "filler"
-    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - free))
-    out = small_disk / "out"
+    if stage == "inodes":
+        # room for half of the files and directories: creating a directory or a temporary fails
+        inodes = sum(1 for _ in ref.rglob("*"))
+        disk = small_disk(f"size=2m,nr_inodes={inodes // 2}")
+    else:
+        # free space for about a third of the work files, or for all of them but not the data set
+        disk = small_disk("size=2m")
+        free = work // 3 if stage == "early" else work + (total - work) // 3
+        (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - free))
+    out = disk / "out"
     args = ("--task-mb", "0.001", "--workers", str(workers))
     line = one_line_error(prepare_cli(*args, out=out, tokenizer=corpus_tokenizer, inp=repos))
     assert "no space left" in line
     assert _leftovers(out) == [] and not (out / "manifest.json").exists()
-    filler.unlink()
+    if stage == "inodes":
+        small_disk("size=2m,nr_inodes=10000")
+    else:
+        (disk / "filler").unlink()
     resumed = prepare_cli(*args, out=out, tokenizer=corpus_tokenizer, inp=repos)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr and _leftovers(out) == []

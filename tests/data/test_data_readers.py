@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from codegemma.data.document import Stats
 from codegemma.data.readers import bounded_lines, default_roots, limit_plan, plan_sources, read_file, read_repository
 from codegemma.repo.languages import language_of
@@ -67,6 +69,9 @@ def test_jsonl_lines_are_read_in_bounded_pieces(tmp_path):
     stats = Stats()
     plan = plan_sources(str(src), tmp_path / "work", max_bytes=1000, stats=stats)
     assert [f[0] for f in plan[0]["files"]] == ["ok.py"] and stats.dropped() == {"too_large": 1}
+    src.write_text(ok + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")      # too deep for json
+    with pytest.raises(ValueError, match=r"in.jsonl:2: expected a JSON object"):
+        plan_sources(str(src), tmp_path / "work2")
 
 
 def test_default_corpus_is_stdlib_and_site_packages():
