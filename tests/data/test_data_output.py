@@ -85,6 +85,20 @@ def test_a_failed_run_leaves_nothing_behind(tmp_path, corpus_tokenizer):
     assert out.is_dir() and not any(out.iterdir())   # a folder the user made stays, empty
 
 
+def test_an_interrupted_run_keeps_its_work_and_says_how_to_resume(tmp_path, repos, corpus_tokenizer):
+    out = tmp_path / "out"
+    # a Ctrl-C right after the 4th task (of 3 clean + 3 tokenize) marked itself done
+    hit = prepare_cli("--task-mb", "0.001", out=out, tokenizer=corpus_tokenizer, inp=repos,
+                      prefix=("-m", "tests.kill_at", "codegemma.data.tasks:mark_done", "4", "INT", "--"))
+    assert hit.returncode == 130 and "Traceback" not in hit.stderr, hit.stderr[-3000:]
+    [line] = hit.stderr.strip().splitlines()
+    assert "interrupted" in line and "run the same command to resume" in line
+    assert _leftovers(out) == [] and len(list(out.glob(".work/*/tasks-*/*/*.done"))) == 4
+    again = prepare_cli("--task-mb", "0.001", out=out, tokenizer=corpus_tokenizer, inp=repos)
+    assert again.returncode == 0 and "resuming: 4 of 6 tasks already done" in again.stderr, again.stderr[-3000:]
+    assert not (out / ".work").exists()
+
+
 def _blocks(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
