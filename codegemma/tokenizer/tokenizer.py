@@ -23,6 +23,7 @@ class Tokenizer:
         self._sp = sp
         self.source = source
         self._plain = None  # see _plain_backend
+        self._max_piece_chars: int | None = None
         self._ids: dict[str, int] = {}
         for name, tok in SPECIAL_TOKENS.items():
             tid = self._piece_to_id(tok.text)
@@ -133,6 +134,19 @@ class Tokenizer:
         if self._tok is not None:
             return self._tok.get_vocab_size(with_added_tokens=True)
         return self._sp.GetPieceSize()
+
+    @property
+    def max_piece_chars(self) -> int:
+        """An upper bound on the characters one token decodes to (its piece's length): a text of
+        C characters has at least C / max_piece_chars tokens, which lets callers cut huge texts
+        before encoding them."""
+        if self._max_piece_chars is None:
+            if self._tok is not None:
+                pieces = self._tok.get_vocab(with_added_tokens=True)
+            else:
+                pieces = (self._sp.IdToPiece(i) for i in range(self._sp.GetPieceSize()))
+            self._max_piece_chars = max(1, max((len(p) for p in pieces), default=1))
+        return self._max_piece_chars
 
     @property
     def backend(self):
