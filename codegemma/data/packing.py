@@ -11,24 +11,26 @@ rendered N times; pass k > 0 seeds with (seed, k, repository, path) instead, so 
 its own FIM decisions and pass 0 is exactly the single-pass output.
 
 Control tokens come only from the structure: <bos>, <eos> and <|file_separator|> between chunks,
-and the FIM sentinels that fim/format.py's layout puts into a FIM example. A chunk is rendered as
-parts (`Chunk`): the sentinels as `ControlText` and everything else, paths and file text alike, as
-plain text that is encoded with `parse_special=False`. So a file named `<eos>.py`, or a tokenizer's
-own source that spells `<|fim_middle|>`, is trained on as the characters it is, unchanged.
+and the FIM sentinels of a FIM example. A chunk (`Chunk`) keeps its texts apart (path line, text,
+or prefix, suffix and middle); each is encoded as plain text (`parse_special=False`) and a FIM
+example's ids are put in order by `fim.prompt.fim_ids`, the function inference builds its prompts
+with. So a file named `<eos>.py`, or a tokenizer's own source that spells `<|fim_middle|>`, is
+trained on as the characters it is, and a training example has the ids of the same prompt at
+inference.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from codegemma.fim.format import MODES, SENTINEL_TEXTS, render_file, render_fim
+from codegemma.fim.format import render_file, render_fim
+from codegemma.fim.prompt import fim_ids
 from codegemma.fim.split import FimSplitter
 from codegemma.repo.order import order_repository
-from codegemma.tokenizer.special import FIM_TOKEN_NAMES, SPECIAL_TOKENS
 
 from .document import Document, Stats
 
@@ -110,31 +112,28 @@ def file_rng(seed: int, repo: str, path: str, fim_pass: int = 0) -> np.random.Ge
     return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
 
 
-class ControlText(str):
-    """A special-token text placed by the layout itself (a FIM sentinel): the only text in a chunk
-    that becomes a control token."""
+class Chunk(NamedTuple):
+    """One file (or piece of one) as the model sees it: plain (`mode` None: its path line, then
+    `text`) or a FIM example in `mode`'s order (`path` None: without the path line)."""
 
+    path: str | None
+    text: str = ""
+    mode: str | None = None
+    prefix: str = ""
+    suffix: str = ""
+    middle: str = ""
 
-# One file or piece as the model sees it: "".join(chunk) is its rendering (render_file or
-# render_fim); ControlText parts become control ids, the other parts are encoded as plain text.
-Chunk = tuple[str, ...]
+    def rendered(self) -> str:
+        """The chunk as text (render_file / render_fim), for people and tests."""
+        if self.mode is None:
+            return render_file(self.path, self.text)
+        return render_fim(self.prefix, self.suffix, self.mode, path=self.path, middle=self.middle)
 
-_SLOT = re.compile("\0(path|prefix|suffix|middle)\0")
-_SENTINEL = re.compile("(" + "|".join(re.escape(t) for t in SENTINEL_TEXTS) + ")")
-
-
-def fim_layout(mode: str, with_path: bool) -> Chunk:
-    """render_fim's layout of one FIM example: ControlText sentinels and text templates holding
-    slot marks (`\0prefix\0`, ...). The layout is read off a rendering with marks in place of the
-    texts, so fim/format.py stays the only owner of the order."""
-    text = render_fim("\0prefix\0", "\0suffix\0", mode, path="\0path\0" if with_path else None,
-                      middle="\0middle\0")
-    return tuple(ControlText(p) if p in SENTINEL_TEXTS else p for p in _SENTINEL.split(text) if p)
-
-
-def fill_layout(layout: Chunk, **texts: str) -> Chunk:
-    """The layout with its slot marks replaced by `texts` (one pass: a text is never searched)."""
-    return tuple(p if isinstance(p, ControlText) else _SLOT.sub(lambda m: texts[m[1]], p) for p in layout)
+    def texts(self) -> tuple[str, ...]:
+        """The texts encoded one by one (as inference does): (path line, text), or (path line or "",
+        prefix, suffix, middle)."""
+        head = render_file(self.path, "") if self.path is not None else ""
+        return (head, self.text) if self.mode is None else (head, self.prefix, self.suffix, self.middle)
 
 
 @dataclass(frozen=True)
@@ -159,8 +158,6 @@ class RepositoryPacker:
         self.seed = seed
         self.splitter = FimSplitter(statement_prob=fim.statement_rate)
         self.sep_id = tokenizer.token_id("file_separator")
-        self.layouts = {(mode, with_path): fim_layout(mode, with_path) for mode in MODES for with_path in (True, False)}
-        self.control_ids = {SPECIAL_TOKENS[n].text: tokenizer.token_id(n) for n in FIM_TOKEN_NAMES}
 
     def arrange(self, docs: list[Document], stats: Stats) -> ArrangedRepository:
         """Order the files (order_repository) and cut long ones into pieces. Counts about files go
@@ -204,33 +201,31 @@ class RepositoryPacker:
             if self.fim.path_rate < 1.0 and rng.random() >= self.fim.path_rate:
                 stats.add("fim_without_path")
                 path = None
-            return fill_layout(self.layouts[mode, path is not None], path=path or "", prefix=split.prefix,
-                               suffix=split.suffix, middle=split.middle)
+            return Chunk(path, mode=mode, prefix=split.prefix, suffix=split.suffix, middle=split.middle)
         stats.add("plain_files")
-        return (render_file(path, text[window[0]:window[1]]),)
+        return Chunk(path, text[window[0]:window[1]])
 
     def encode(self, chunks: list[Chunk], stats: Stats) -> np.ndarray:
         """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.
 
-        The text parts of a batch of chunks are encoded in one call, as plain text; the ControlText
-        parts and the structure add their ids. For text without special-token texts this equals
-        encoding `join_files(...)` as one string, as inference does with a prompt (tested).
+        The texts of a batch of chunks are encoded in one call, as plain text; a FIM example's ids
+        are ordered by fim_ids. The result is what PromptBuilder.fim makes of the same last file
+        with the earlier ones as context (tested): training and serving see the same ids.
         """
         pieces = [np.asarray([self.tok.bos_id], dtype=np.uint32)]
         # batches of 256 chunks: Python lists of ids for a whole large repository would need GBs
         for lo in range(0, len(chunks), 256):
             batch = chunks[lo:lo + 256]
-            texts = [p for chunk in batch for p in chunk if p and not isinstance(p, ControlText)]
-            encoded = iter(self.tok.encode_batch(texts, parse_special=False))
+            encoded = iter(self.tok.encode_batch([t for c in batch for t in c.texts()], parse_special=False))
             ids: list[int] = []
             for i, chunk in enumerate(batch, start=lo):
                 if i:
                     ids.append(self.sep_id)
-                for part in chunk:
-                    if isinstance(part, ControlText):
-                        ids.append(self.control_ids[part])
-                    elif part:
-                        ids.extend(next(encoded))
+                if chunk.mode is None:
+                    ids += next(encoded) + next(encoded)
+                else:
+                    head, prefix, suffix, middle = (next(encoded) for _ in range(4))
+                    ids += fim_ids(self.tok, prefix, suffix, chunk.mode, head, middle=middle)
             pieces.append(np.asarray(ids, dtype=np.uint32))
         pieces.append(np.asarray([self.tok.eos_id], dtype=np.uint32))
         tokens = np.concatenate(pieces)
@@ -245,4 +240,4 @@ class RepositoryPacker:
         return self.encode(self.render(self.arrange(docs, stats), stats, fim_pass), stats)
 
 
-__all__ = ["ArrangedRepository", "Chunk", "ControlText", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]
+__all__ = ["ArrangedRepository", "Chunk", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]
