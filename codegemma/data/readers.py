@@ -5,7 +5,9 @@ order; the plan is saved with the run so a resumed run reads exactly the same fi
 
 - A directory whose subdirectories are repositories (plain trees or git checkouts). Files at its
   top level are ignored. Directories named in SKIP_DIRS (VCS metadata, vendored code, caches,
-  build output) are not entered.
+  build output), hidden ones and package metadata (`skip_dir`) are not entered; symbolic links
+  are not followed. The same rules pick the files of a repository used as completion context
+  (codegemma.repo.checkout).
 - A `.jsonl` / `.jsonl.gz` file of `{"repo", "path", "content"}` records; it is split into one
   file per repository under the work directory first (`split_jsonl`).
 - No input: the running Python's standard library (repository "stdlib") and each top-level entry
@@ -42,11 +44,17 @@ def repo_key(name: str) -> str:
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
+def skip_dir(name: str) -> bool:
+    """Whether a directory of this name holds no repository source worth reading: VCS metadata,
+    vendored code, caches, build output (SKIP_DIRS), hidden directories, package metadata."""
+    return name in SKIP_DIRS or name.startswith(".") or name.endswith((".dist-info", ".egg-info"))
+
+
 def list_tree(root: Path) -> list[tuple[str, int]]:
     """(relative POSIX path, size) of the supported source files under `root`, sorted."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith((".dist-info", ".egg-info")))
+        dirnames[:] = sorted(d for d in dirnames if not skip_dir(d))
         for name in filenames:
             if language_of(name) is None:
                 continue
@@ -69,7 +77,7 @@ def default_roots() -> list[tuple[str, Path]]:
             continue
         seen.add(sp)
         for entry in sorted(sp.iterdir()):
-            if entry.name in SKIP_DIRS or entry.name.endswith((".dist-info", ".egg-info", ".pth")):
+            if skip_dir(entry.name) or entry.name.endswith(".pth"):
                 continue
             if entry.is_dir() or language_of(entry.name):
                 roots.append((f"site-packages/{entry.name}", entry))
@@ -93,7 +101,7 @@ def plan_sources(input_path: str | None, work_dir: Path) -> list[dict]:
             repos = split_jsonl(p, work_dir / "input")
         else:
             repos = [{"repo": d.name, "root": str(d), "files": list_tree(d)}
-                     for d in sorted(p.iterdir()) if d.is_dir() and d.name not in SKIP_DIRS]
+                     for d in sorted(p.iterdir()) if d.is_dir() and not skip_dir(d.name)]
     repos = [r for r in repos if r["files"]]
     repos.sort(key=lambda r: r["repo"])
     return repos

@@ -1,7 +1,15 @@
-"""Source languages by file name: the one table shared by data readers, import parsing and FIM splits."""
+"""Source languages: by file name, and their tree-sitter parsers.
+
+The one table shared by data readers, import parsing (repo/imports.py) and FIM splits
+(fim/split.py), and the one place that loads grammars.
+
+Grammars: from tree_sitter_language_pack (0.x bundles them; pinned <1 in pyproject because 1.x
+downloads them at run time), else from the per-language `tree_sitter_<lang>` wheels if installed.
+"""
 
 from __future__ import annotations
 
+import importlib
 import posixpath
 
 # extension -> language name (names match tree-sitter grammar names where one exists)
@@ -44,3 +52,59 @@ def module_keys(path: str) -> tuple[tuple[str, ...], ...]:
     if len(parts) > 1 and lang and parts[-1] == _DIR_MODULES.get(lang):
         keys.insert(0, parts[:-1])
     return tuple(keys)
+
+
+# language -> (module, function) of the per-language grammar wheels
+_GRAMMAR_MODULES = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "java": ("tree_sitter_java", "language"),
+    "kotlin": ("tree_sitter_kotlin", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+    "c_sharp": ("tree_sitter_c_sharp", "language"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+}
+_PACK_NAMES = {"c_sharp": "csharp"}
+
+
+class ParserCache:
+    """tree-sitter parsers by language, created on first use. One per process or thread: parsers
+    are neither picklable nor safe to share between threads. `errors` says why a language has none."""
+
+    def __init__(self):
+        self._parsers: dict[str, object | None] = {}
+        self.errors: dict[str, str] = {}
+
+    def get(self, language: str | None):
+        """The parser of `language`, or None when it has no grammar here."""
+        if not language:
+            return None
+        if language not in self._parsers:
+            self._parsers[language] = self._load(language)
+        return self._parsers[language]
+
+    def _load(self, language: str):
+        try:
+            from tree_sitter import Language, Parser
+        except ImportError as exc:   # no tree-sitter at all: callers fall back (FIM) or see no imports
+            self.errors[language] = f"tree_sitter: {exc}"
+            return None
+        pack_name = _PACK_NAMES.get(language, language)
+        try:
+            import tree_sitter_language_pack as pack
+
+            return pack.get_parser(pack_name)      # 0.x: bundled grammars (the pinned version)
+        except Exception as exc:  # 1.x offline (it downloads grammars), or a language it lacks
+            self.errors[language] = f"tree_sitter_language_pack: {exc}"
+        mod_name, fn = _GRAMMAR_MODULES.get(language, (None, None))
+        if mod_name:
+            try:
+                mod = importlib.import_module(mod_name)
+                return Parser(Language(getattr(mod, fn)()))
+            except ImportError as exc:
+                self.errors[language] = f"no tree-sitter grammar for {language}: {self.errors.get(language)}; {exc}"
+        return None
