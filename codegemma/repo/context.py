@@ -7,16 +7,23 @@ and pick the files the current file would have seen: first the files it depends 
 other imports, ...), then its unit test / implementation partner, then files of the same
 directory; within the budget, returned in packing order so the prompt looks like training data
 (`render_fim(..., context=...)` joins them with file separators).
+
+`repository_context` does it for a file on disk: it finds the repository (checkout.py), reads its
+source files within bounds, and budgets in tokens as the prompt will spend them.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Callable, Iterable
 
 import numpy as np
 
+from codegemma.fim.format import FILE_SEPARATOR, render_file
+
 from .algorithms import Graph
+from .checkout import MAX_BYTES, MAX_FILES, read_repository, repository_path
 from .graph import build_graph, implementation_for_test
 from .imports import ImportParser
 from .order import order_repository
@@ -82,3 +89,34 @@ def related_files(repo_files: dict[str, str] | Iterable[tuple[str, str]], curren
         if left <= 0:
             break
     return [p for p in order_repository(files, graph) if p in chosen]
+
+
+# A file longer than this many characters per token left in the budget is not tokenised to find
+# out that it does not fit: code averages 3-4 characters per token.
+_MAX_CHARS_PER_TOKEN = 6.0
+
+
+def repository_context(current_file: str | os.PathLike, budget_tokens: int,
+                       count_tokens: Callable[[str], int], *, text: str | None = None,
+                       max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> list[tuple[str, str]]:
+    """(path relative to the repository root, text) of the files to put ahead of `current_file`
+    in a completion prompt, in packing order; [] outside a repository (repository_path gives
+    the current file's own relative path).
+
+    The files it depends on come first, nearest first (related_files), whole files only, as long
+    as they fit `budget_tokens`, each costing `count_tokens(render_file(path, text) +
+    FILE_SEPARATOR)`, what the prompt spends on it. `text`: the current file as the editor holds
+    it (unsaved changes), else it is read from disk. max_files / max_bytes bound the reading
+    (checkout.read_repository).
+    """
+    found = repository_path(current_file)
+    if found is None or budget_tokens <= 0:
+        return []
+    root, path = found
+    files = read_repository(root, current_file, max_files=max_files, max_bytes=max_bytes)
+    if text is not None:
+        files[path] = text
+    chosen = related_files(files, path, budget_tokens,
+                           cost=lambda p, t: count_tokens(render_file(p, t) + FILE_SEPARATOR),
+                           max_chars_per_unit=_MAX_CHARS_PER_TOKEN)
+    return [(p, files[p]) for p in chosen]
