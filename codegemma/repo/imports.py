@@ -86,7 +86,8 @@ def _text(node) -> str:
 
 
 def _dotted(node) -> tuple[str, ...]:
-    """`a.b.c` (any qualified-name node; whitespace, comments-free) as ("a", "b", "c")."""
+    """A dotted or qualified name node `a.b.c` as ("a", "b", "c") (whitespace and Kotlin's
+    backticks removed)."""
     return tuple(p for p in "".join(_text(node).split()).replace("`", "").split(".") if p)
 
 
