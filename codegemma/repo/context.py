@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from codegemma.fim.format import FILE_SEPARATOR, render_file
+from codegemma.fim.format import render_file
 
 from .algorithms import Graph
 from .checkout import MAX_BYTES, MAX_FILES, read_repository, repository_path
@@ -104,10 +104,11 @@ def repository_context(current_file: str | os.PathLike, budget_tokens: int,
     the current file's own relative path).
 
     The files it depends on come first, nearest first (related_files), whole files only, as long
-    as they fit `budget_tokens`, each costing `count_tokens(render_file(path, text) +
-    FILE_SEPARATOR)`, what the prompt spends on it. `text`: the current file as the editor holds
-    it (unsaved changes), else it is read from disk. max_files / max_bytes bound the reading
-    (checkout.read_repository).
+    as they fit `budget_tokens` (give it fim.prompt.PromptBuilder.context_room). A file costs
+    what the prompt builder spends on it: its path line, its text and one <|file_separator|>;
+    `count_tokens(text)` counts plain text (`len(tok.encode(text, parse_special=False))`).
+    `text`: the current file as the editor holds it (unsaved changes), else it is read from disk.
+    max_files / max_bytes bound the reading (checkout.read_repository).
     """
     found = repository_path(current_file)
     if found is None or budget_tokens <= 0:
@@ -117,6 +118,6 @@ def repository_context(current_file: str | os.PathLike, budget_tokens: int,
     if text is not None:
         files[path] = text
     chosen = related_files(files, path, budget_tokens,
-                           cost=lambda p, t: count_tokens(render_file(p, t) + FILE_SEPARATOR),
+                           cost=lambda p, t: count_tokens(render_file(p, "")) + count_tokens(t) + 1,
                            max_chars_per_unit=_MAX_CHARS_PER_TOKEN)
     return [(p, files[p]) for p in chosen]

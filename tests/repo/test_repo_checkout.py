@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from codegemma.fim.format import FILE_SEPARATOR, render_file
+from codegemma.fim.prompt import PromptBuilder
+from codegemma.models import resolve_model
 from codegemma.repo.checkout import find_repository_root, read_repository, repository_path
 from codegemma.repo.context import repository_context
 from codegemma.tokenizer import Tokenizer
@@ -15,6 +16,15 @@ CART = ("from shop.pricing import (\n    total,\n    discount,\n)\nfrom .models 
 PRICING = "from .models import (\n    Item,\n    Price,\n)\n\ndef total(items):\n    return sum(p.value for p in items)\n"
 MODELS = "class Item:\n    pass\n\n\nclass Price:\n    value = 0\n"
 API = "from shop.cart import (\n    checkout,\n)\n\ncheckout([])\n"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.load(resolve_model(None))
+
+
+def counter(tok):
+    return lambda s: len(tok.encode(s, parse_special=False))
 
 
 def write(root, rel, content):
@@ -104,10 +114,10 @@ def test_bounds_keep_the_files_nearest_the_current_one(repo):
     assert len(read_repository(repo, repo / "docs", max_entries=100)) == 7
 
 
-def test_context_is_the_dependencies_in_packing_order_within_the_token_budget(repo, small_tokenizer_dir):
-    tok = Tokenizer.load(small_tokenizer_dir)
-    count = lambda s: len(tok.encode(s))
-    cost = {p: count(render_file(p, t) + FILE_SEPARATOR) for p, t in
+def test_context_is_the_dependencies_in_packing_order_within_the_token_budget(repo, tok):
+    count = counter(tok)
+    # path line + text + <|file_separator|>
+    cost = {p: count(p + "\n") + count(t) + 1 for p, t in
             [("shop/models.py", MODELS), ("shop/pricing.py", PRICING), ("shop/api.py", API), ("shop/cart.py", CART)]}
     both = cost["shop/models.py"] + cost["shop/pricing.py"]
     ctx = repository_context(repo / "shop" / "cart.py", both, count)
@@ -121,17 +131,32 @@ def test_context_is_the_dependencies_in_packing_order_within_the_token_budget(re
     assert repository_context(repo / "shop" / "cart.py", 0, count) == []
 
 
-def test_context_uses_the_editor_text_and_works_for_an_unsaved_file(repo, small_tokenizer_dir):
-    tok = Tokenizer.load(small_tokenizer_dir)
-    count = lambda s: len(tok.encode(s))
+def test_context_fills_the_prompt_builders_room_exactly(repo, tok):
+    # the budget is what the prompt builder leaves for other files; the context it gets back then
+    # goes in whole, never cut or dropped, because both count a file the same way
+    prefix, suffix = CART[:CART.index("    return")], CART[CART.index("    return"):]
+    shown = []
+    for n_ctx in range(80, 248, 4):
+        builder = PromptBuilder(tok, n_ctx)
+        room = builder.context_room(prefix, suffix, path="shop/cart.py", max_new_tokens=16)
+        ctx = repository_context(repo / "shop" / "cart.py", room, counter(tok))
+        prompt = builder.fim(prefix, suffix, path="shop/cart.py", context=ctx, max_new_tokens=16)
+        assert not prompt.cut, (n_ctx, prompt.cut.describe())
+        shown.append(len(ctx))
+    assert shown[0] == 0 and shown[-1] == 5     # none fit, then all 5 other source files
+
+
+def test_context_uses_the_editor_text_and_works_for_an_unsaved_file(repo, tok):
+    count = counter(tok)
     unsaved = "from shop.models import (\n    Price,\n)\n\nPrice()\n"
     assert repository_context(repo / "shop" / "new.py", 10_000, count, text=unsaved)[0] == ("shop/models.py", MODELS)
     # the editor's text wins over the file on disk: cart.py now imports only api.py
-    ctx = repository_context(repo / "shop" / "cart.py", 60, count, text="from shop import (\n    api,\n)\napi.x\n")
+    api_cost = count("shop/api.py\n") + count(API) + 1
+    ctx = repository_context(repo / "shop" / "cart.py", api_cost, count, text="from shop import (\n    api,\n)\napi.x\n")
     assert [p for p, _ in ctx] == ["shop/api.py"]
 
 
-def test_no_context_outside_a_repository(tmp_path, small_tokenizer_dir):
+def test_no_context_outside_a_repository(tmp_path):
     write(tmp_path / "loose", "a.py", "from b import (\n  c,\n)\n")
     write(tmp_path / "loose", "b.py", "c = 1\n")
     assert repository_context(tmp_path / "loose" / "a.py", 10_000, len) == []
