@@ -4,8 +4,8 @@
 order; the plan is saved with the run so a resumed run reads exactly the same files.
 
 - A directory whose subdirectories are repositories (plain trees or git checkouts). Files at its
-  top level are ignored. Directories named in SKIP_DIRS (VCS metadata, vendored code, caches,
-  build output), hidden ones and package metadata (`skip_dir`) are not entered; symbolic links
+  top level are ignored. Directories of VCS metadata, vendored code, caches, build output, hidden
+  ones and package metadata (codegemma.repo.languages.skip_dir) are not entered; symbolic links
   are not followed. The same rules pick the files of a repository used as completion context
   (codegemma.repo.checkout).
 - A `.jsonl` / `.jsonl.gz` file of `{"repo", "path", "content"}` records; it is split into one
@@ -26,28 +26,15 @@ import site
 import sysconfig
 from pathlib import Path
 
-from codegemma.repo.languages import language_of
+from codegemma.repo.languages import language_of, skip_dir
 
 from .document import Document
-
-SKIP_DIRS = frozenset({
-    ".git", ".hg", ".svn", ".bzr", "node_modules", "vendor", "vendors", "third_party", "third-party",
-    "thirdparty", "external", "_vendor", "__pycache__", ".venv", "venv", ".tox", ".nox",
-    ".mypy_cache", ".pytest_cache", "site-packages", "dist-packages", "build", "dist", "target",
-    "bower_components", ".idea", ".vscode",
-})
 
 
 def repo_key(name: str) -> str:
     """A file-system-safe, collision-free key for a repository name."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60]
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
-
-
-def skip_dir(name: str) -> bool:
-    """Whether a directory of this name holds no repository source worth reading: VCS metadata,
-    vendored code, caches, build output (SKIP_DIRS), hidden directories, package metadata."""
-    return name in SKIP_DIRS or name.startswith(".") or name.endswith((".dist-info", ".egg-info"))
 
 
 def list_tree(root: Path) -> list[tuple[str, int]]:

@@ -2,7 +2,7 @@
 nearest to the file being edited first, within bounds.
 
 Which files: the data pipeline's rules, so the model is prompted with the kind of files it was
-trained on: a supported language (repo.languages); no directory that data.readers.skip_dir skips
+trained on: a supported language; no directory that languages.skip_dir skips
 (VCS metadata, vendored code, caches, build output, hidden directories); no symbolic link, so
 nothing outside the root is read; only text that data.filters.decode_source accepts (not binary,
 UTF-8, at most 1 MB). Quality filters (generated, minified) are not applied: a generated module
@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 from codegemma.data.filters import FilterConfig, decode_source
-from codegemma.data.readers import skip_dir
 
-from .languages import language_of
+from .languages import language_of, skip_dir
 
 MAX_FILES = 1000
 MAX_BYTES = 8_000_000

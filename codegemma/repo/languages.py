@@ -1,7 +1,8 @@
-"""Source languages: by file name, and their tree-sitter parsers.
+"""Source files: their languages by file name, the directories that hold none, and the
+tree-sitter parsers of those languages.
 
-The one table shared by data readers, import parsing (repo/imports.py) and FIM splits
-(fim/split.py), and the one place that loads grammars.
+The one table shared by data readers, repository context (repo/checkout.py), import parsing
+(repo/imports.py) and FIM splits (fim/split.py), and the one place that loads grammars.
 
 Grammars: from tree_sitter_language_pack (0.x bundles them; pinned <1 in pyproject because 1.x
 downloads them at run time), else from the per-language `tree_sitter_<lang>` wheels if installed.
@@ -28,6 +29,19 @@ EXTENSIONS = {
 }
 
 LANGUAGES = tuple(sorted(set(EXTENSIONS.values())))
+
+SKIP_DIRS = frozenset({
+    ".git", ".hg", ".svn", ".bzr", "node_modules", "vendor", "vendors", "third_party", "third-party",
+    "thirdparty", "external", "_vendor", "__pycache__", ".venv", "venv", ".tox", ".nox",
+    ".mypy_cache", ".pytest_cache", "site-packages", "dist-packages", "build", "dist", "target",
+    "bower_components", ".idea", ".vscode",
+})
+
+
+def skip_dir(name: str) -> bool:
+    """Whether a directory of this name holds no repository source worth reading: VCS metadata,
+    vendored code, caches, build output (SKIP_DIRS), hidden directories, package metadata."""
+    return name in SKIP_DIRS or name.startswith(".") or name.endswith((".dist-info", ".egg-info"))
 
 
 def language_of(path: str) -> str | None:
