@@ -3,7 +3,8 @@
 1. `ImportParser.imports` (tree-sitter) over the files of the data benchmark's corpus slice (this
    Python's site-packages + stdlib, first --limit-mb MB, decoded as `data prepare` decodes them),
    against the peer the data pipeline is measured with: `tokenizers` encode_batch of the same
-   texts, one thread, in the same run. CPU seconds, so other jobs on the machine matter less.
+   texts (with the built-in model's tokenizer), one thread, in the same run. CPU seconds, so other
+   jobs on the machine matter less.
 2. `repository_context` for one file of a large tree (a copy of the stdlib with a `.git`, 30+ MB:
    the walk, reading, decoding, import graph, ranking and token counting, at the default bounds
    of repo/checkout.py), the latency a completion request pays.
