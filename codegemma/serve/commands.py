@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from codegemma.fim.format import MODES
+
 import logging
 import os
 
@@ -30,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: the checkpoint's on GPU)")
     p.add_argument("--model-name", default=None,
                    help="name reported by /v1/models and /api/tags (default: the directory name)")
-    p.add_argument("--fim-mode", default="psm", choices=["psm", "spm"],
+    p.add_argument("--fim-mode", default="psm", choices=MODES,
                    help="order of infill prompts: psm (default, CodeGemma's) or spm (suffix first; "
                         "codegemma-nano scores better with it)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

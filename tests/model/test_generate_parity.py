@@ -83,7 +83,7 @@ def test_greedy_single_prompt_matches_transformers(cg, hf):
         reference = _hf_greedy(hf, [prompt])[0]
         assert cg.generate(prompt, max_new_tokens=NEW_TOKENS, temperature=0.0) == _expected_text(cg, reference)
         # The same through the engine, token for token.
-        (completion,) = cg.engine.generate([prompt], SamplingParams(max_new_tokens=NEW_TOKENS))
+        (completion,) = cg.engine.generate([cg.prompts.text(prompt).ids], SamplingParams(max_new_tokens=NEW_TOKENS))
         _assert_same_prefix(completion.token_ids, completion.stop_token_id, reference)
 
 
@@ -93,7 +93,8 @@ def test_greedy_batch_of_unequal_lengths_matches_left_padded_transformers(cg, hf
     reference = _hf_greedy(hf, PROMPTS)  # transformers with left padding and an attention mask
     texts = cg.generate(PROMPTS, max_new_tokens=NEW_TOKENS, temperature=0.0)
     assert texts == [_expected_text(cg, ref) for ref in reference]
-    completions = cg.engine.generate(PROMPTS, SamplingParams(max_new_tokens=NEW_TOKENS))
+    completions = cg.engine.generate([cg.prompts.text(p).ids for p in PROMPTS],
+                                     SamplingParams(max_new_tokens=NEW_TOKENS))
     for completion, ref in zip(completions, reference):
         _assert_same_prefix(completion.token_ids, completion.stop_token_id, ref)
 
