@@ -134,12 +134,13 @@ class CodeGemma:
 
 
 def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_slots: int = 8,
-         max_seq_len: int | None = None, compile: bool | str | None = None, fim_mode: str = "psm",
+         max_seq_len: int | None = None, decode: str = "auto", fim_mode: str = "psm",
          **engine_options) -> CodeGemma:
     """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
 
     `path` None or "nano" loads codegemma-nano, the built-in model (codegemma/models/nano).
-    `fim_mode`: the FIM order `complete` uses by default. `engine_options` go to the Engine (e.g.
+    `decode`: "auto" (CUDA graphs on GPU, eager on CPU), "eager", "graphs" or "compile" (fastest
+    per token after a minute of torch.compile). `fim_mode`: the FIM order `complete` uses by default. `engine_options` go to the Engine (e.g.
     max_queue, warmup, speculate)."""
     from codegemma.models import resolve_model
 
@@ -153,6 +154,6 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
 
     tokenizer = Tokenizer.load(path)
     model, config = load_model(path, device=device, dtype=dtype)
-    engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, compile=compile,
+    engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, decode=decode,
                     **engine_options)
     return CodeGemma(model, tokenizer, config, engine, fim_mode=fim_mode)

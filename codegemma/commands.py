@@ -12,6 +12,7 @@ import os
 import sys
 
 from codegemma.fim.format import MODES
+from codegemma.infer.modes import DECODE_MODES
 
 
 def register(subparsers) -> None:
@@ -63,7 +64,7 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: the model's, at most 8192)")
-    p.add_argument("--decode", choices=("auto", "eager", "graphs", "compile"), default="auto",
+    p.add_argument("--decode", choices=DECODE_MODES, default="auto",
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
 
@@ -87,12 +88,6 @@ def _sampling(args) -> dict:
 def _load(args):
     from codegemma.api import load
 
-    decode = args.decode
-    if decode == "auto":
-        import torch
-
-        on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        decode = "graphs" if on_gpu else "eager"
     log = logging.getLogger("codegemma")
     if not log.handlers:  # what the API logs (e.g. a prompt cut to fit) is a note on stderr here
         handler = logging.StreamHandler(sys.stderr)
@@ -100,7 +95,7 @@ def _load(args):
         log.addHandler(handler)
         log.propagate = False
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                compile=decode)
+                decode=args.decode)
 
 
 def _prompt_builder(args):

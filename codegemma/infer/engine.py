@@ -20,8 +20,10 @@ from torch.nn.attention import sdpa_kernel
 
 from codegemma.fim.format import stop_token_ids
 from codegemma.infer.detok import IncrementalDetokenizer, StopStrings
-from codegemma.infer.fuse import fuse_projections
+from codegemma.infer.fuse import fuse_projections, use_decode_attention
 from codegemma.infer.graphs import MASKED_SDPA_BACKENDS, DecodeRunner
+from codegemma.infer.modes import resolve_decode
+from codegemma.infer.kv import SlotView
 from codegemma.infer.prefix import SlotTable
 from codegemma.infer.requests import (Completion, EngineError, EngineStats, QueueFullError, RequestHandle,
                                       StreamEvent)
@@ -132,11 +134,11 @@ def context_length(config, max_seq_len: int | None = None) -> int:
 
 class Engine:
     def __init__(self, model, tokenizer, *, max_slots: int = 8, max_seq_len: int | None = None,
-                 device=None, compile: bool | str | None = None, max_queue: int = 256,
+                 device=None, decode: str = "auto", max_queue: int = 256,
                  prefill_chunk: int = 2048, warmup: bool = False, compile_prefill: bool = False,
                  speculate: int = 15, fuse: bool | None = None):
-        """`compile`: None = CUDA graphs + torch.compile on GPU, eager on CPU; True = the same;
-        False/"eager"; "graphs" = CUDA graphs of the eager kernels; "compile" = compile + graphs.
+        """`decode`: one of graphs.DECODE_MODES: "auto" (CUDA graphs on GPU, eager on CPU), "eager",
+        "graphs" (CUDA graphs of the eager kernels), "compile" (torch.compile, then graphs).
         `warmup`: compile and capture the decode step for every batch bucket now (a server does
         this at start-up) instead of when a batch size first occurs. `compile_prefill` (compile
         mode only): run prefill through the compiled model too (fewer kernel launches: short
@@ -160,6 +162,7 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         if speculate < 0:
             raise ValueError(f"speculate must be >= 0 (0 = off), got {speculate}")
+        use_decode_attention(self.model)  # the serving paths, swapped in from outside (infer/fuse.py)
         if fuse or (fuse is None and self.device.type == "cuda"):
             fuse_projections(self.model)  # idempotent: engines may share a model
         self.speculate = speculate
@@ -169,16 +172,13 @@ class Engine:
         # One extra cache row: the scratch slot that padded CUDA-graph rows write into.
         self.cache = KVCache(self.config, max_slots + 1, self.max_seq_len, device=self.device, dtype=param.dtype)
         self.slots = SlotTable(max_slots)
-        if compile is None or compile is True:
-            mode = "compile" if self.device.type == "cuda" else "eager"
-        elif compile is False:
-            mode = "eager"
-        else:
-            mode = str(compile)
+        mode = resolve_decode(decode, self.device)
         self.decode_mode = mode
         self.runner = DecodeRunner(self.model, self.cache, scratch_slot=max_slots, max_batch=max_slots, mode=mode,
                                    spec_len=speculate)
-        self._prefill_fn = self.runner._fn if (compile_prefill and mode == "compile") else self.model
+        self._prefill_fn = self.model.hidden_states
+        if compile_prefill and mode == "compile":
+            self._prefill_fn = torch.compile(self.model.hidden_states)
         self.stop_ids = set(stop_token_ids(tokenizer))
 
         self._lock = threading.Condition()
@@ -367,7 +367,7 @@ class Engine:
             # Hidden states only: the output head runs for the last position alone, not for every
             # prompt token ([T, 256000] logits would be most of a long prefill's memory traffic).
             with sdpa_kernel(_PREFILL_BACKENDS):
-                hidden = self._prefill_fn(toks, pos, cache=self.cache, slots=slot_t, kv_len=hi, return_hidden=True)
+                hidden = self._prefill_fn(toks, pos, cache=SlotView(self.cache, slot_t, hi))
             slot.tokens.extend(req.prompt[lo:hi])
         req.t_prefilled = time.perf_counter()
         if not gen_tokens:

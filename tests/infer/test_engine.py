@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from codegemma.infer.engine import Engine, QueueFullError, SamplingParams
-from codegemma.model.cache import KVCache
 
 
 
@@ -31,21 +30,6 @@ def test_greedy_matches_transformers_generate(model_dir, make_engine, P):
         assert got.completion_tokens == 32 and got.finish_reason == "length"
         assert got.prompt_tokens == len(ids)
     assert len({tuple(c.token_ids) for c in batch}) == len(P)  # the model is not degenerate
-
-
-def test_cached_decoding_equals_uncached_forward(loaded, P):
-    model, tok = loaded
-    ids = P[1]
-    cache = KVCache(model.config, num_slots=3, max_len=128, dtype=torch.float32)
-    slot = torch.tensor([2])
-    with torch.no_grad():
-        full = model(torch.tensor([ids]))[0]  # [T, V], no cache
-        split = 7
-        pre = model(torch.tensor([ids[:split]]), torch.arange(split)[None], cache=cache, slots=slot)[0]
-        steps = [model(torch.tensor([[t]]), torch.tensor([[p]]), cache=cache, slots=slot, kv_len=p + 1)[0, 0]
-                 for p, t in enumerate(ids[split:], start=split)]
-    torch.testing.assert_close(pre, full[:split], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(torch.stack(steps), full[split:], atol=1e-4, rtol=1e-4)
 
 
 def _run_alone(loaded, prompt, params):
