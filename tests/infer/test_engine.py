@@ -214,3 +214,39 @@ def test_close_cancels_running_and_waiting_requests(make_engine, P):
     assert waiting.result(timeout=30).finish_reason == "cancelled"
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(P[0])
+
+
+def test_a_failed_forward_fails_its_request_and_the_engine_goes_on(loaded, P):
+    """A prefill that raises (an OOM, say) fails that request alone, in one clear EngineError; the
+    slot's cache is forgotten and the next requests are served exactly as before. The fault is
+    injected from outside: the model's own method is wrapped for this test only."""
+    from codegemma.infer.requests import EngineError
+
+    import copy
+
+    model, tok = loaded
+    params = SamplingParams(max_new_tokens=8)
+    want = _run_alone(loaded, P[0], params).token_ids
+    poison = 97  # a token the other prompts do not contain
+
+    faulty = copy.deepcopy(model)
+    real = faulty.hidden_states
+
+    def failing(tokens, *args, **kwargs):
+        if tokens.shape[1] > 1 and bool((tokens == poison).any()):
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(tokens, *args, **kwargs)
+
+    faulty.hidden_states = failing  # this model instance's prefill fails on the poison token
+    engine = Engine(faulty, tok, max_slots=2, max_seq_len=512)
+    bad = engine.submit(P[1] + [poison, poison], params)
+    good = engine.submit(P[0], params)
+    with pytest.raises(EngineError, match="out of memory"):
+        bad.result(timeout=30)
+    assert good.result(timeout=30).token_ids == want
+    again = engine.submit(P[1] + [poison], SamplingParams(max_new_tokens=2))
+    with pytest.raises(EngineError):
+        again.result(timeout=30)
+    assert engine.submit(P[0], params).result(timeout=30).token_ids == want
+    assert engine.stats()["active_slots"] == 0
+    engine.close()
