@@ -35,6 +35,7 @@ than a full context's worth of tokenising.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -125,12 +126,26 @@ class PromptBuilder:
     # ---- fill in the middle ------------------------------------------------------------------------
     def fim(self, prefix: str, suffix: str = "", *, path: str | None = None,
             context: Sequence[tuple[str, str]] = (), middle: str = "", mode: str | None = None,
-            max_new_tokens: int | None = None, n_ctx: int | None = None) -> Prompt:
+            repo: str | os.PathLike | None = None, max_new_tokens: int | None = None,
+            n_ctx: int | None = None) -> Prompt:
         """A FIM prompt for the cursor between `prefix` and `suffix`.
 
         path: the current file's path line. context: other files (path, text), least relevant
         first. middle: text already typed after the cursor's line start (llama.cpp's `prompt`):
-        the model continues after it."""
+        the model continues after it. repo: a repository root holding `path` (relative to it, or
+        absolute): the files the current file depends on come first, nearest dependencies first
+        within the room the current file leaves, in the order training packed them (codegemma.repo
+        chooses them); `context` files follow, nearest the cursor; the path line is the path
+        relative to the repository, as in training data."""
+        if repo is not None:
+            from codegemma.repo.context import repository_context
+
+            if path is None:
+                raise PromptError("a repository context needs the current file's path")
+            room = self.context_room(prefix, suffix, path=path, middle=middle, mode=mode,
+                                     max_new_tokens=max_new_tokens, n_ctx=n_ctx)
+            path, files = repository_context(repo, path, room, self.file_cost)
+            context = [*files, *context]
         tok = self.tokenizer
         tok.require_fim()
         mode = check_mode(mode or self.fim_mode)
@@ -167,12 +182,16 @@ class PromptBuilder:
         return self._prompt(body, want, ctx, cut)
 
     def context_room(self, prefix: str, suffix: str = "", *, path: str | None = None, middle: str = "",
-                     max_new_tokens: int | None = None, n_ctx: int | None = None) -> int:
-        """Tokens left for other files once the current file is in (0 if it had to be cut):
-        the budget a caller gives the repository context."""
+                     mode: str | None = None, max_new_tokens: int | None = None, n_ctx: int | None = None) -> int:
+        """Tokens left for other files once the current file is in (0 if it had to be cut)."""
         ctx, want, budget = self.limits(max_new_tokens, n_ctx)
-        p = self.fim(prefix, suffix, path=path, middle=middle, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
+        p = self.fim(prefix, suffix, path=path and str(path), middle=middle, mode=mode,
+                     max_new_tokens=max_new_tokens, n_ctx=n_ctx)
         return 0 if p.truncated else max(0, budget - (len(p.ids) - 1))
+
+    def file_cost(self, path: str, text: str) -> int:
+        """Tokens a context file takes in a prompt: path line, text, <|file_separator|>."""
+        return sum(len(ids) for ids in self._plain([f"{path}\n", text])) + 1
 
     # ---- plain text and token ids --------------------------------------------------------------
     def text(self, text: str, *, max_new_tokens: int | None = None, n_ctx: int | None = None) -> Prompt:
