@@ -92,9 +92,11 @@ class CodeGemma:
                    max_new_tokens: int = 128):
         """The Prompt `complete` runs (ids, limits, what was cut); `prompts.render(p)` shows its text.
 
-        repo: a repository root; `path` (the current file, relative to it or absolute) then gets
-        the files it depends on as context, nearest dependencies first, within the room the
-        current file leaves (codegemma.repo); `context` files come after them, nearest the cursor."""
+        repo: a directory (say the repository's root) that `path` is relative to; when the file
+        lies in a git repository, the files it depends on come first as context, nearest
+        dependencies first within the room the current file leaves, in the order training packs
+        a repository (codegemma.repo), and the path line becomes its path in the repository;
+        `context` files come after them, nearest the cursor."""
         return self.prompts.fim(prefix, suffix, path=None if path is None else str(path),
                                 context=tuple(context), mode=mode, repo=repo, max_new_tokens=max_new_tokens)
 

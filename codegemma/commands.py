@@ -177,11 +177,7 @@ def _run_complete(args) -> int:
         prefix, suffix = split_at_cursor(_read(file), line, col, args.location)
         path = args.path or _rel(file)
         if args.repo_context and args.path is None:
-            from codegemma.repo.context import find_repository_root
-
-            root = find_repository_root(file)
-            if root is not None:  # the path line and the context then come from the repository
-                repo, path = root, os.path.abspath(file)
+            repo = os.getcwd()  # `path` is relative to it; the git repository is found from the file
     elif args.prefix is not None:
         prefix, suffix, path = args.prefix, args.suffix or "", args.path
     else:

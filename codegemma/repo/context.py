@@ -39,7 +39,9 @@ def related_files(repo_files: dict[str, str] | Iterable[tuple[str, str]], curren
                   budget: int, cost: Callable[[str, str], int] | None = None,
                   package: str | None = None, imports: ImportParser | None = None,
                   max_chars_per_unit: float | None = None) -> list[str]:
-    """Paths of the files to show as context for `current_path`, in packing order.
+    """Paths of the files to show as context for `current_path`, in packing order: the files it
+    imports (nearest first), then the other files connected to it by imports and its unit-test /
+    implementation partner; files unrelated to it are never shown.
 
     repo_files: path -> text (the current file may be among them; it is never returned).
     budget: total cost allowed; `cost(path, text)` defaults to len(path) + len(text) + 1
@@ -78,8 +80,12 @@ def related_files(repo_files: dict[str, str] | Iterable[tuple[str, str]], curren
         is_partner = posixpath.basename(p) in partner_names or implementation_for_test(p) == posixpath.basename(current_path)
         return (deps[i], dist[i], not is_partner, posixpath.dirname(p) != here, p)
 
+    def related(p: str) -> bool:  # connected to the current file by imports, or its test partner
+        i = pos[p]
+        return np.isfinite(dist[i]) or rank(p)[2] is False
+
     chosen, left = set(), budget
-    for p in sorted((p for p in paths if p != current_path), key=rank):
+    for p in sorted((p for p in paths if p != current_path and related(p)), key=rank):
         if max_chars_per_unit and len(files[p]) > left * max_chars_per_unit:
             continue
         c = cost(p, files[p])

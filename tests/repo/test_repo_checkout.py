@@ -142,8 +142,9 @@ def test_context_fills_the_prompt_builders_room_exactly(repo, tok):
         ctx = repository_context(repo / "shop" / "cart.py", room, counter(tok))
         prompt = builder.fim(prefix, suffix, path="shop/cart.py", context=ctx, max_new_tokens=16)
         assert not prompt.cut, (n_ctx, prompt.cut.describe())
-        shown.append(len(ctx))
-    assert shown[0] == 0 and shown[-1] == 5     # none fit, then all 5 other source files
+        shown.append([p for p, _ in ctx])
+    assert shown[0] == []   # none fit, then every file connected to cart.py by imports, and only those
+    assert shown[-1] == ["shop/models.py", "shop/pricing.py", "shop/api.py"]
 
 
 def test_context_uses_the_editor_text_and_works_for_an_unsaved_file(repo, tok):
