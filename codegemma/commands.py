@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from codegemma.model.commands import add_allow_nonfinite
+
 
 def register(subparsers) -> None:
     g = subparsers.add_parser("generate", help="continue a prompt (prints only the continuation)",
@@ -58,6 +60,7 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
     p.add_argument("--decode", choices=("auto", "eager", "graphs", "compile"), default="auto",
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
+    add_allow_nonfinite(p)
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -86,7 +89,7 @@ def _load(args):
         on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         decode = "graphs" if on_gpu else "eager"
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                compile=decode)
+                compile=decode, allow_nonfinite=args.allow_nonfinite)
 
 
 def _write(text: str) -> None:

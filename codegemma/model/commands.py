@@ -28,7 +28,14 @@ def register(subparsers) -> None:
     e.add_argument("--chat", action="store_true",
                    help="Modelfile template with Gemma chat turns (for -it models); default: FIM + raw prompt")
     e.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (trusted files only)")
+    add_allow_nonfinite(e)
     e.set_defaults(func=_run_export)
+
+
+def add_allow_nonfinite(p: argparse.ArgumentParser) -> None:
+    """--allow-nonfinite, on every command that loads a model."""
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights that hold NaN or Inf values (refused by default) with a warning")
 
 
 def _run_init(args: argparse.Namespace) -> int:
@@ -54,6 +61,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from codegemma.models import resolve_model
 
     gguf_path, modelfile = export_gguf(resolve_model(args.model), args.gguf, dtype=args.dtype,
-                                      allow_pickle=args.allow_pickle, chat=args.chat)
+                                      allow_pickle=args.allow_pickle, chat=args.chat,
+                                      allow_nonfinite=args.allow_nonfinite)
     print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
     return 0

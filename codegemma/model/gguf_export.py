@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from codegemma.atomic import atomic_path, atomic_write_text
 from codegemma.model.checkpoint import CheckpointError, load_config, load_model
+from codegemma.model.weight_files import read_json_object
+from codegemma.tokenizer import Tokenizer
+from codegemma.tokenizer.files import locate_tokenizer
 from codegemma.tokenizer.special import SPECIAL_TOKENS
 
 # HF (ours, without `model.`) -> GGUF tensor names; {i} is the layer.
@@ -58,9 +61,12 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
     """(pieces, scores, gguf token types) for a SentencePiece-style vocabulary, in id order."""
     import gguf
 
-    sp_path, json_path = model_dir / "tokenizer.model", model_dir / "tokenizer.json"
+    # A SentencePiece model carries the real scores and types: read it first where both exist.
+    found = locate_tokenizer(model_dir, prefer=("tokenizer.model", "tokenizer.json"))
+    Tokenizer.load(found)  # a malformed file fails here, in one line, before its parts are read
     control = {t.text for t in SPECIAL_TOKENS.values()}
-    if sp_path.is_file():
+    if found.suffix != ".json":
+        sp_path = found
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=str(sp_path))
@@ -81,9 +87,8 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
             else:
                 types.append(gguf.TokenType.NORMAL)
         return pieces, scores, [int(t) for t in types]
-    if not json_path.is_file():
-        raise CheckpointError(f"{model_dir}: no tokenizer.model or tokenizer.json to export")
-    tj = json.loads(json_path.read_text())
+    json_path = found
+    tj = read_json_object(json_path)
     model = tj.get("model") or {}
     why = _why_not_spm_shaped(tj)
     if why:
@@ -128,7 +133,7 @@ def _why_not_spm_shaped(tj: dict) -> str | None:
 
 
 def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16",
-                allow_pickle: bool = False, chat: bool = False) -> tuple[Path, Path]:
+                allow_pickle: bool = False, chat: bool = False, allow_nonfinite: bool = False) -> tuple[Path, Path]:
     """Write OUT.gguf and a Modelfile next to it; returns both paths. Written atomically."""
     try:
         import gguf
@@ -144,12 +149,12 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
     if dtype not in qtypes:
         raise CheckpointError(f"unknown GGUF dtype {dtype!r}; choose f32, f16 or bf16")
     qtype, ftype = qtypes[dtype]
-    load_config(model_dir)  # a missing directory or foreign config.json is reported first
+    stored = load_config(model_dir).torch_dtype  # a missing directory or foreign config.json is reported first
     pieces, scores, types = read_vocab(model_dir)  # fail on the tokenizer before loading weights
     # A 16-bit checkpoint exported to 16 bits needs no fp32 copy of the weights in memory.
-    stored = _stored_dtype(model_dir)
     load_dtype = "float32" if dtype == "f32" or stored not in ("bfloat16", "float16") else stored
-    model, config = load_model(model_dir, device="cpu", dtype=load_dtype, allow_pickle=allow_pickle)
+    model, config = load_model(model_dir, device="cpu", dtype=load_dtype, allow_pickle=allow_pickle,
+                               allow_nonfinite=allow_nonfinite)
     if len(pieces) > config.vocab_size:
         raise CheckpointError(f"{model_dir}: tokenizer has {len(pieces)} pieces but the model only "
                               f"{config.vocab_size} embedding rows")
@@ -170,11 +175,7 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
             return t.half().numpy()
         return gguf.quants.quantize(t.numpy(), qtype)  # bf16 as raw bytes
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(tmp, "gemma")
         writer.add_name(model_dir.resolve().name)
         writer.add_context_length(config.max_position_embeddings)
@@ -203,18 +204,8 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
         for name, t in state.items():  # converted and written one tensor at a time
             writer.write_tensor_data(as_array(name, t))
         writer.close()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     modelfile = write_modelfile(out, chat=chat)
     return out, modelfile
-
-
-def _stored_dtype(model_dir: Path) -> str:
-    cfg = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
-    return str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
 
 
 def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> None:
@@ -240,7 +231,7 @@ def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> No
             writer.add_uint32(getattr(gguf.Keys.Tokenizer, key), ids[text])
     tok_cfg = model_dir / "tokenizer_config.json"
     if tok_cfg.is_file():
-        template = json.loads(tok_cfg.read_text()).get("chat_template")
+        template = read_json_object(tok_cfg).get("chat_template")
         if isinstance(template, str):
             writer.add_chat_template(template)
 
@@ -251,9 +242,5 @@ def write_modelfile(gguf_path: Path, chat: bool = False) -> Path:
     lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{template}"""']
     lines += [f'PARAMETER stop "{s}"' for s in STOP_TEXTS]
     path = gguf_path.with_name("Modelfile")
-    fd, tmp = tempfile.mkstemp(prefix=".Modelfile.", dir=gguf_path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Sequence
 
+from codegemma.tokenizer.files import locate_tokenizer
 from codegemma.tokenizer.special import FIM_TOKEN_NAMES, SPECIAL_TOKENS
 
 
@@ -47,18 +47,8 @@ class Tokenizer:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """`path`: a model directory, a tokenizer.json or a tokenizer.model file."""
-        p = Path(path)
-        if p.is_dir():
-            if (p / "tokenizer.json").is_file():
-                p = p / "tokenizer.json"
-            elif (p / "tokenizer.model").is_file():
-                p = p / "tokenizer.model"
-            else:
-                raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer.model in this directory; "
-                                        "copy the tokenizer files of the model next to its config.json")
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: tokenizer file not found")
+        """`path`: a model directory, a tokenizer.json or a tokenizer.model file (files.locate_tokenizer)."""
+        p = locate_tokenizer(path)
         if p.suffix == ".json":
             from tokenizers import Tokenizer as HFTokenizer
 
