@@ -15,6 +15,13 @@ class TokenizerError(ValueError):
     pass
 
 
+def _unquoted(exc: Exception) -> str:
+    """A parser's message without the values it quotes from the file (`invalid type: string "..."`):
+    an error names the problem and where it is, never the file's contents."""
+    text = re.sub(r'"[^"]*"|\'[^\']*\'|`[^`]*`', "…", " ".join(str(exc).split()))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 class Tokenizer:
     def __init__(self, backend=None, sp=None, source: str = "<memory>"):
         if (backend is None) == (sp is None):
@@ -53,16 +60,17 @@ class Tokenizer:
             from tokenizers import Tokenizer as HFTokenizer
 
             try:
-                return cls(backend=HFTokenizer.from_file(str(p)), source=str(p))
+                backend = HFTokenizer.from_file(str(p))
             except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-                raise TokenizerError(f"{p}: not a valid tokenizer.json ({exc})") from None
+                raise TokenizerError(f"{p}: not a valid tokenizer.json ({_unquoted(exc)})") from None
+            return cls(backend=backend, source=str(p))
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor()
         try:
             sp.Load(str(p))
         except Exception as exc:
-            raise TokenizerError(f"{p}: not a valid SentencePiece model ({exc})") from None
+            raise TokenizerError(f"{p}: not a valid SentencePiece model ({_unquoted(exc)})") from None
         return cls(sp=sp, source=str(p))
 
     def save(self, out_dir: str | os.PathLike) -> None:

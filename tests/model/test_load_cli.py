@@ -161,3 +161,10 @@ def test_the_python_api_refuses_and_allows_nonfinite(model_copy):
         cg = codegemma.load(model_copy, device="cpu", allow_nonfinite=True)
     with cg:
         assert torch.isnan(cg.model.norm.weight).any()
+
+
+def test_export_without_a_tokenizer_gives_the_tokenizer_message(model_copy, tmp_path, run_main):
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model_copy / name).unlink(missing_ok=True)
+    _one_line_error(run_main("export", "--model", model_copy, "--gguf", tmp_path / "m.gguf"),
+                    f"{model_copy}: no tokenizer.json or tokenizer.model here")
