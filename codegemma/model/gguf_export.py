@@ -20,7 +20,7 @@ from pathlib import Path
 
 from codegemma.atomic import atomic_path, atomic_write_text
 from codegemma.model.checkpoint import CheckpointError, load_config, load_model
-from codegemma.model.weight_files import read_json_object
+from codegemma.model.weight_files import quoted, read_json_object
 from codegemma.tokenizer import Tokenizer
 from codegemma.tokenizer.files import locate_tokenizer
 from codegemma.tokenizer.special import SPECIAL_TOKENS
@@ -63,13 +63,18 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
 
     # A SentencePiece model carries the real scores and types: read it first where both exist.
     found = locate_tokenizer(model_dir, prefer=("tokenizer.model", "tokenizer.json"))
+    if found.suffix == ".json":
+        tj = read_json_object(found)
+        why = _why_not_spm_shaped(tj)
+        if why:
+            raise CheckpointError(f"{found}: cannot be expressed as a GGUF 'llama' (SentencePiece) vocabulary: "
+                                  f"{why}; export a model with a tokenizer.model, or one made by codegemma")
     Tokenizer.load(found)  # a malformed file fails here, in one line, before its parts are read
     control = {t.text for t in SPECIAL_TOKENS.values()}
     if found.suffix != ".json":
-        sp_path = found
         import sentencepiece as spm
 
-        sp = spm.SentencePieceProcessor(model_file=str(sp_path))
+        sp = spm.SentencePieceProcessor(model_file=str(found))
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
         scores = [sp.get_score(i) for i in range(sp.get_piece_size())]
         types = []
@@ -88,21 +93,16 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
                 types.append(gguf.TokenType.NORMAL)
         return pieces, scores, [int(t) for t in types]
     json_path = found
-    tj = read_json_object(json_path)
-    model = tj.get("model") or {}
-    why = _why_not_spm_shaped(tj)
-    if why:
-        raise CheckpointError(f"{json_path}: cannot be expressed as a GGUF 'llama' (SentencePiece) vocabulary: "
-                              f"{why}; export a model with a tokenizer.model, or one made by codegemma")
-    vocab: dict[str, int] = dict(model["vocab"])
+    vocab: dict[str, int] = dict(tj["model"]["vocab"])  # its types were checked by Tokenizer.load
     for added in tj.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
     n = max(vocab.values()) + 1
+    if n > len(vocab):  # checked before allocating: an id of 10**9 must not build a list that long
+        missing = min(set(range(len(vocab) + 1)) - set(vocab.values()))
+        raise CheckpointError(f"{json_path}: token ids are not contiguous (id {missing} has no piece)")
     pieces = [""] * n
     for piece, i in vocab.items():
         pieces[i] = piece
-    if "" in pieces:
-        raise CheckpointError(f"{json_path}: token ids are not contiguous (id {pieces.index('')} has no piece)")
     special = {a["content"] for a in tj.get("added_tokens", []) if a.get("special")}
     scores, types = [], []
     for i, piece in enumerate(pieces):
@@ -119,9 +119,11 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
 
 
 def _why_not_spm_shaped(tj: dict) -> str | None:
-    model = tj.get("model") or {}
+    model = tj.get("model")
+    if not isinstance(model, dict):
+        return "it has no model section"
     if model.get("type") != "BPE":
-        return f"model type {model.get('type')!r} (only BPE maps onto SentencePiece)"
+        return f"model type {quoted(str(model.get('type')))} (only BPE maps onto SentencePiece)"
     if not model.get("byte_fallback"):
         return "BPE without byte_fallback (a GPT-2 style byte-level vocabulary)"
     text = json.dumps([tj.get("pre_tokenizer"), tj.get("normalizer"), tj.get("decoder")], ensure_ascii=False)
