@@ -5,6 +5,7 @@ codegemma.cli.main in this process (the same code, without a second torch import
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import subprocess
@@ -168,3 +169,21 @@ def test_export_without_a_tokenizer_gives_the_tokenizer_message(model_copy, tmp_
         (model_copy / name).unlink(missing_ok=True)
     _one_line_error(run_main("export", "--model", model_copy, "--gguf", tmp_path / "m.gguf"),
                     f"{model_copy}: no tokenizer.json or tokenizer.model here")
+
+
+def test_train_init_refuses_and_allows_nonfinite(model_copy, tmp_path):
+    from codegemma.train.config import TrainConfig
+    from codegemma.train.parallel import close_runtime, init_runtime
+    from codegemma.train.setup import build_model
+
+    _tensors(model_copy, _nan)
+    rt = init_runtime("cpu")
+    try:
+        cfg = TrainConfig(out=str(tmp_path / "run"), sft=str(tmp_path / "chats.jsonl"), init=str(model_copy))
+        with pytest.raises(ValueError, match="--allow-nonfinite"):
+            build_model(cfg, rt)
+        with pytest.warns(UserWarning, match="loaded anyway"):
+            model, _ = build_model(dataclasses.replace(cfg, allow_nonfinite=True), rt)
+        assert torch.isnan(model.norm.weight).any()
+    finally:
+        close_runtime(rt)
