@@ -29,7 +29,8 @@ class CodeGemma:
 
     `prompts` (a codegemma.fim.prompt.PromptBuilder) is the one place prompts are built: the
     methods below fit every prompt into the context as the server does (a long file is cut around
-    the cursor, never refused) and log what they cut; `run` takes prompts built by it directly.
+    the cursor, never refused) and log a warning saying what they cut (logger "codegemma"); `run`
+    takes prompts built by it directly.
     """
 
     def __init__(self, model, tokenizer, config, engine, fim_mode: str = "psm"):
@@ -47,9 +48,6 @@ class CodeGemma:
         prompt's own limit (what fits its context)."""
         one = not isinstance(prompt, (list, tuple))
         prompts = [prompt] if one else list(prompt)
-        for p in prompts:
-            if p.truncated:
-                log.warning("prompt cut to fit the %d-token context: %s", p.n_ctx, p.cut.describe())
 
         def params(p) -> SamplingParams:
             return SamplingParams(max_new_tokens=min(max_new_tokens, p.max_new_tokens), temperature=temperature,
@@ -62,6 +60,12 @@ class CodeGemma:
         handles = [self.engine.submit(p.ids, params(p), block=True) for p in prompts]
         texts = [h.result().text for h in handles]
         return texts[0] if one else texts
+
+    @staticmethod
+    def _note_cuts(prompts) -> None:
+        for p in prompts:
+            if p.truncated:
+                log.warning("prompt cut to fit the %d-token context: %s", p.n_ctx, p.cut.describe())
 
     def _stream(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
         handle = self.engine.submit(ids, params, block=True)
@@ -84,6 +88,7 @@ class CodeGemma:
         """
         texts = [prompt] if isinstance(prompt, str) else list(prompt)
         built = [self.prompts.text(t, max_new_tokens=max_new_tokens) for t in texts]
+        self._note_cuts(built)
         return self.run(built[0] if isinstance(prompt, str) else built, max_new_tokens=max_new_tokens, **sampling)
 
     # ---- fill in the middle ------------------------------------------------------------------
@@ -109,6 +114,7 @@ class CodeGemma:
         context: other files as (path, text) pairs, placed before the current file. repo: see
         fim_prompt."""
         prompt = self.fim_prompt(prefix, suffix, mode, path, context, repo, max_new_tokens)
+        self._note_cuts([prompt])
         return self.run(prompt, stream=stream, max_new_tokens=max_new_tokens, **sampling)
 
     # ---- chat (instruction-tuned models) -----------------------------------------------------

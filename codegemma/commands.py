@@ -7,7 +7,6 @@ codegemma.api (and so through the one Engine); torch is imported inside the comm
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -90,12 +89,6 @@ def _sampling(args) -> dict:
 def _load(args):
     from codegemma.api import load
 
-    log = logging.getLogger("codegemma")
-    if not log.handlers:  # what the API logs (e.g. a prompt cut to fit) is a note on stderr here
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"codegemma {args.command}: note: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
                 decode=args.decode, allow_nonfinite=args.allow_nonfinite)
 
@@ -132,9 +125,18 @@ def _print_stream(deltas) -> str:
     return text
 
 
+def _note_cut(args, prompt) -> None:
+    """stdout holds only the model's text; what fitting dropped is a note on stderr."""
+    if prompt.truncated:
+        print(f"codegemma {args.command}: note: prompt cut to fit the {prompt.n_ctx}-token context: "
+              f"{prompt.cut.describe()}", file=sys.stderr)
+
+
 def _run_generate(args) -> int:
     with _load(args) as cg:
-        _print_stream(cg.generate(args.prompt, stream=True, **_sampling(args)))
+        prompt = cg.prompts.text(args.prompt, max_new_tokens=args.max_new_tokens)
+        _note_cut(args, prompt)
+        _print_stream(cg.run(prompt, stream=True, **_sampling(args)))
     return 0
 
 
@@ -192,6 +194,7 @@ def _run_complete(args) -> int:
         return 0
     with _load(args) as cg:
         prompt = cg.prompts.fim(prefix, suffix, **fim)
+        _note_cut(args, prompt)
         middle = _print_stream(cg.run(prompt, stream=True, **_sampling(args)))
     if not middle:
         # stdout holds only the middle; say on stderr why there is nothing, so it is not mistaken for a hang
