@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import symtable
+import warnings
 from dataclasses import dataclass
 
 CONTEXT_NODES = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -66,7 +67,10 @@ def split_reference(fixed_before: str, hole: str, fixed_after: str
     `fixed_before + hole + fixed_after`: context statements lie wholly in the fixed text."""
     source = fixed_before + hole + fixed_after
     try:
-        tree = ast.parse(source)
+        with warnings.catch_warnings():  # benchmark code has its invalid escapes ("\w")
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse(source)
     except SyntaxError:  # no reference to learn from: everything is the sample's
         return [], set()
     line_starts = [0]

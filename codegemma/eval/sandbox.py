@@ -32,10 +32,12 @@ import os
 import select
 import shutil
 import signal
+import site
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -200,17 +202,28 @@ def system_mounts() -> list[str]:
     return args
 
 
+def interpreter_mounts() -> list[str]:
+    """The interpreter's prefix at PYTHON_MOUNT, read-only, minus its site-packages: the
+    sandbox needs the standard library only, and a user's packages are no sample's business."""
+    prefix, _ = interpreter_in_sandbox()
+    args = ["--ro-bind", prefix, PYTHON_MOUNT]
+    for packages in site.getsitepackages([sys.base_prefix]):
+        real = os.path.realpath(packages)
+        if real.startswith(prefix + os.sep) and os.path.isdir(real):
+            args += ["--tmpfs", os.path.join(PYTHON_MOUNT, os.path.relpath(real, prefix))]
+    return args
+
+
 def bwrap_command(bwrap: str, limits: SandboxLimits, as_root: bool,
                   mount_proc: bool = False) -> list[str]:
     """`mount_proc`: a /proc of the sandbox's own PID namespace, which the JVM needs; Python
     samples get none."""
-    prefix, _ = interpreter_in_sandbox()
     proc = ["--proc", "/proc"] if mount_proc else ["--tmpfs", "/proc"]
     server = [a for f in SERVER_FILES for a in ("--ro-bind", str(f), f"{SERVER_MOUNT}/{f.name}")]
     cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1",
            *system_mounts(), "--dev", "/dev", *proc, "--tmpfs", "/run",
-           "--ro-bind", prefix, PYTHON_MOUNT, *server,
+           *interpreter_mounts(), *server,
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", SANDBOX_TMP,
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/var/tmp",
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm",
@@ -275,9 +288,22 @@ class Sandbox:
         self._stderr = None
         self._cgroups: Cgroups | None = None
         self._finalizer = None
+        self._lock = threading.Lock()  # start against kill: a killed sandbox never starts again
+        self._killed = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        with self._lock:
+            if self._killed:
+                raise SandboxUnavailableError("the sandbox was stopped (scoring was interrupted)")
+            self._spawn()
+        hello = self._read_frame(timeout=60)
+        if hello is None or not hello.get("ready"):
+            detail = self._server_stderr()
+            self.close()
+            raise SandboxUnavailableError(f"the sandbox server did not start: {detail}")
+
+    def _spawn(self) -> None:
         self._resp_r, resp_w = os.pipe()
         judge_r, self._judge_w = os.pipe()
         fcntl.fcntl(self._judge_w, fcntl.F_SETPIPE_SZ, 1 << 20)  # tests fit: no waiting on it
@@ -311,20 +337,17 @@ class Sandbox:
             os.close(judge_r)
         # However this process ends short of killing it outright, the sandbox goes with it.
         self._finalizer = weakref.finalize(self, _kill_group, self.proc.pid)
-        hello = self._read_frame(timeout=60)
-        if hello is None or not hello.get("ready"):
-            detail = self._server_stderr()
-            self.close()
-            raise SandboxUnavailableError(f"the sandbox server did not start: {detail}")
 
     def kill(self) -> None:
         """Kill every process of the sandbox now. Safe from another thread than the one running
         a sample, which then ends with a failed result; `close` must still follow."""
-        proc, cgroups = self.proc, self._cgroups  # close() may clear them meanwhile
-        if proc is not None:
-            _kill_group(proc.pid)
-        if cgroups is not None:
-            cgroups.kill()
+        with self._lock:
+            self._killed = True
+            proc, cgroups = self.proc, self._cgroups  # close() may clear them meanwhile
+            if proc is not None:
+                _kill_group(proc.pid)
+            if cgroups is not None:
+                cgroups.kill()
 
     def close(self) -> None:
         """Kill the sandbox and everything in it, release what it held; idempotent."""
@@ -390,7 +413,12 @@ class Sandbox:
 
     def _request(self, request: dict, nonce: str, judge: dict | None = None) -> SandboxResult:
         if self.proc is None:
-            self.start()
+            try:
+                self.start()
+            except SandboxUnavailableError as exc:
+                if not self._killed:
+                    raise
+                return SandboxResult(False, f"failed: not run ({exc})")
         deadline = time.monotonic() + float(request["timeout"]) + 10
         response = None
         try:
