@@ -26,16 +26,16 @@ import builtins
 import io
 import json
 import os
+import resource
 import signal
 import struct
 import sys
-import threading
 
 MAX_FRAME = 32 * 1024 * 1024   # bytes of one answer from the sample
 MAX_DEPTH = 100                # nesting of one value
 MAX_ITEMS = 2_000_000          # scalars and containers in one answer
 MESSAGE_CHARS = 500            # of an exception message or a load error
-SAMPLE_STACK = 64 * 1024 * 1024  # deep recursion in samples: the calls run on a 64 MiB stack
+SAMPLE_STACK = 64 * 1024 * 1024  # deep recursion in samples
 
 CONTAINER_TAGS = {"l": list, "t": tuple, "s": set, "F": frozenset}
 SCALARS = (int, float, bool, str)
@@ -379,6 +379,11 @@ def sample_main(code: str, requests: int, replies: int) -> None:
     # Unbuffered: the process ends with os._exit, which flushes nothing.
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+    # Deep recursion: the main thread's stack may grow to SAMPLE_STACK (its growth is checked
+    # against the limit in force when it grows).
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    stack = SAMPLE_STACK if hard == resource.RLIM_INFINITY else min(SAMPLE_STACK, hard)
+    resource.setrlimit(resource.RLIMIT_STACK, (stack, hard))
     namespace = {"__name__": "__sample__", "__builtins__": builtins}
     try:
         program = compile(code, "<sample>", "exec")
@@ -394,9 +399,5 @@ def sample_main(code: str, requests: int, replies: int) -> None:
         send(replies, ["error", f"exception: {type(exc).__name__}: {message_of(exc)}"])
         os._exit(0)
     send(replies, ["ready"])
-    threading.stack_size(SAMPLE_STACK)
-    worker = threading.Thread(target=serve, args=(Exporter(), namespace, requests, replies),
-                              daemon=True)
-    worker.start()
-    worker.join()
+    serve(Exporter(), namespace, requests, replies)
     os._exit(0)

@@ -387,3 +387,30 @@ def test_unsafe_mode_still_scores_and_drops_root():
         assert sb.run(WRONG, TEST, "f").result == "failed: assertion"
         assert sb.run("while True:\n    pass\n", TEST, "f", timeout_s=1).result == "timed out"
         assert_not_passed(sb.run(PATCHES[0] + WRONG, TEST, "f"))
+
+
+# -- other languages: sample and test are one program ------------------------------------------
+DISABLED_ASSERTS = {  # a wrong body, then code that would switch the tests' checks off
+    "cpp": ["    return true;\n}\n#define assert(x) ((void)0)\n",
+            "    return true;\n}\n# /* */ define \\\n assert(x) ((void)0)\n",
+            "    return true;\n}\n#define NDEBUG\n#undef assert\n#include <cassert>\n",
+            "    return true;\n}\n#define false true\n"],
+    "js": ["  return true;\n}\nconsole.assert = () => {};\n",
+           "  return true;\n}\nvar console = {assert() {}, log() {}};\n",
+           "  return true;\n}\nObject.defineProperty(console, 'assert', {value: () => {}});\n"],
+}
+
+
+@pytest.mark.parametrize("language", sorted(DISABLED_ASSERTS))
+def test_a_sample_cannot_switch_off_the_tests_of_its_program(language, data_dir):
+    from codegemma.eval import harness
+    from codegemma.eval.registry import get_benchmark
+    bench = get_benchmark(f"humaneval-x-{language}")
+    if bench.runnable() or not bench.data_present(data_dir):
+        pytest.skip(f"{bench.name}: {bench.runnable() or 'no data'}")
+    problems = bench.problems(data_dir)
+    task = problems[0]  # has_close_elements: returning true always is wrong
+    samples = [{"task_id": task.task_id, "completion": c} for c in DISABLED_ASSERTS[language]]
+    samples.append({"task_id": task.task_id, "completion": task.canonical_solution})
+    results = harness.score(bench, problems, samples, timeout_s=bench.timeout_s, progress=False)
+    assert [r["passed"] for r in results] == [False] * (len(samples) - 1) + [True], results
