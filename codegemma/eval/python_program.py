@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import symtable
 import warnings
 from dataclasses import dataclass
@@ -93,6 +94,14 @@ def build(sample: str, test: str, entry_point: str | None, fixed_before: str = "
           reference_hole: str = "", fixed_after: str = "") -> PythonProgram:
     """The program for `sample` against `test`; the reference program, when known, is
     `fixed_before + reference_hole + fixed_after` (prompt, canonical solution, suffix)."""
+    context, remote = judge_side(test, entry_point, fixed_before, reference_hole, fixed_after)
+    return PythonProgram(sample, context, test, remote, entry_point)
+
+
+@functools.lru_cache(maxsize=8192)  # a task's samples share it: parse its code once
+def judge_side(test: str, entry_point: str | None, fixed_before: str, reference_hole: str,
+               fixed_after: str) -> tuple[str, tuple[str, ...]]:
+    """(context, remote names) of a task: they do not depend on the sample."""
     context, hole_names = split_reference(fixed_before, reference_hole, fixed_after)
     context_names = top_level_names([s for c in context for s in ast.parse(c).body])
     if entry_point:
@@ -102,7 +111,7 @@ def build(sample: str, test: str, entry_point: str | None, fixed_before: str = "
     remote = free_names(test) - context_names - shadowing
     if entry_point:
         remote.add(entry_point)
-    return PythonProgram(sample, "\n\n".join(context), test, tuple(sorted(remote)), entry_point)
+    return "\n\n".join(context), tuple(sorted(remote))
 
 
 def for_problem(problem, completion: str) -> PythonProgram:

@@ -176,6 +176,19 @@ class Judge:
 
     def __init__(self, to_sample: int, from_sample: int, report: int):
         self.to_sample, self.from_sample, self.report = to_sample, from_sample, report
+        self.loaded = False
+
+    def await_load(self) -> None:
+        """The sample's process first says whether its code ran ("ready") or why not. Read
+        lazily, after the first request is on its way: the two processes start in parallel."""
+        if self.loaded:
+            return
+        first = self.answer()
+        if first != ["ready"]:
+            text = first[1] if type(first) is list and len(first) == 2 \
+                and type(first[1]) is str else "the sample's process sent a malformed reply"
+            self.verdict(f"failed: {text[:MESSAGE_CHARS]}")
+        self.loaded = True
 
     def verdict(self, text: str) -> None:
         os.write(self.report, text.encode("utf-8", "replace")[:1000])
@@ -192,8 +205,10 @@ class Judge:
     def request(self, message: list, args: tuple = (), kwargs: dict | None = None):
         try:
             send(self.to_sample, message)
-        except OSError:
+        except OSError:  # it ended: after saying why, perhaps (a syntax error)
+            self.await_load()
             self.verdict("failed: sample ended")
+        self.await_load()
         reply = self.answer()
         if type(reply) is not list or not reply or type(reply[0]) is not str:
             self.verdict("failed: the sample's process sent a malformed reply")
@@ -248,11 +263,6 @@ def judge_main(spec: dict, to_sample: int, from_sample: int, report: int) -> Non
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed channel is an error, not a death
     judge = Judge(to_sample, from_sample, report)
-    first = judge.answer()
-    if first != ["ready"]:
-        text = first[1] if type(first) is list and len(first) == 2 and type(first[1]) is str \
-            else "the sample's process sent a malformed reply"
-        judge.verdict(f"failed: {text[:MESSAGE_CHARS]}")
     namespace = {"__name__": "__judge__", "__builtins__": builtins}
     try:
         exec(compile(spec["context"], "<benchmark>", "exec"), namespace)
@@ -267,6 +277,7 @@ def judge_main(spec: dict, to_sample: int, from_sample: int, report: int) -> Non
         judge.verdict(f"failed: the benchmark's test does not compile: {exc}")
     except BaseException as exc:  # the tests' verdict on what the sample's functions did
         judge.verdict(f"failed: exception: {type(exc).__name__}: {str(exc)[:200]}")
+    judge.await_load()  # a test that called nothing still needs a sample that ran
     judge.verdict("ok")
 
 
