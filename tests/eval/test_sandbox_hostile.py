@@ -119,6 +119,10 @@ FORGERIES = [
     "        pass\n",
     "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\x00\\x00\\x00\\x05[[[[[' * 99)\n"
     "    except OSError:\n        pass\n",
+    # /proc of the server, the judge, ourselves
+    "import os\nfor pid in ('1', 'self', '2', '3', '4'):\n    for f in ('mem', 'environ', 'cmdline', 'maps'):\n"
+    "        try:\n            print(open(f'/proc/{pid}/{f}', 'rb').read(100))\n"
+    "        except OSError:\n            pass\n",
     # walk frames and the heap for the harness's state
     "import sys, os\nf = sys._getframe(0)\nwhile f is not None:\n"
     "    for v in list(f.f_locals.values()):\n        if isinstance(v, list):\n"
