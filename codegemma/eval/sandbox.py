@@ -136,14 +136,19 @@ class Cgroups:
 
     @classmethod
     def remove_stale(cls, controllers: list[str]) -> None:
-        """Cgroups of scorers that died without closing (killed with SIGKILL): named
-        "<pid>-..." after a process that no longer exists."""
+        """Empty cgroups of scorers that died without closing (killed with SIGKILL; their
+        sandboxes died with them): named "<pid>-..." after a process that no longer exists.
+        One that still holds processes is left alone: it may belong to another PID namespace."""
         for controller in controllers:
             parent = CGROUP_ROOT / controller / CGROUP_PARENT
             for d in parent.glob("*-*") if parent.is_dir() else []:
                 pid = d.name.split("-")[0]
                 if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                    cls([d]).remove()
+                    try:
+                        if not (d / "cgroup.procs").read_text().strip():
+                            d.rmdir()
+                    except OSError:  # gone meanwhile, or busy after all: not ours to force
+                        continue
 
     def join(self) -> None:
         """preexec_fn of the sandbox process: enter before bubblewrap forks anything."""
