@@ -380,6 +380,12 @@ def test_output_flood_is_bounded(sandbox):
 def test_samples_and_judges_do_not_run_as_root(sandbox):
     code = "import os\nassert os.getuid() != 0 and os.geteuid() != 0\ndef f():\n    return 1\n"
     assert sandbox.run(code, TEST, "f").passed
+    regain = ("import os\ndef f():\n    for become in (lambda: os.setresuid(0, 0, 0),\n"
+              "                   lambda: os.setuid(%d), lambda: os.setgroups([0])):\n"
+              "        try:\n            become()\n            return 2\n"
+              "        except PermissionError:\n            pass\n    return 1\n")
+    assert sandbox.run(regain % (sandbox.judge_uid if sandbox.judge_uid > 0 else 0), TEST,
+                       "f").passed  # no capability left to become root or the judge
     if os.geteuid() == 0:
         assert sandbox.uid != sandbox.judge_uid  # the sample cannot signal or trace its judge
 

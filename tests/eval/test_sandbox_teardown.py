@@ -263,3 +263,19 @@ def test_stale_cgroups_of_dead_scorers_are_removed():
         assert ours.exists()  # a live scorer's cgroup is left alone
     finally:
         Cgroups([ours, *stale]).remove()
+
+
+def test_a_judge_channel_out_of_step_fails_the_sample_and_restarts_the_sandbox():
+    """Should a judge ever leave its tests unread (killed before it read them), the next judge
+    must not read them as its own: simulated by a stale frame written ahead of a sample's."""
+    from codegemma.eval.sandbox_python import send
+    with Sandbox(SandboxLimits(timeout_s=3.0), slot=14) as sb:
+        sb.start()
+        first = sb.proc.pid
+        send(sb._judge_w, {"nonce": "stale", "context": "", "test": "", "remote": [],
+                           "check": None})
+        result = sb.run("def f():\n    return 1\n", TEST, "f")
+        assert result.result == "failed: the judge's channel is out of step"
+        assert sb.proc is None  # closed: its channel still held this sample's tests
+        assert sb.run("def f():\n    return 1\n", TEST, "f").passed
+        assert sb.proc.pid != first
