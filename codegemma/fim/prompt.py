@@ -35,7 +35,9 @@ than a full context's worth of tokenising.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from codegemma.fim.format import BOS, MODES, chat_turns, check_mode, normalize_messages, parse_fim, render_fim
@@ -125,12 +127,20 @@ class PromptBuilder:
     # ---- fill in the middle ------------------------------------------------------------------------
     def fim(self, prefix: str, suffix: str = "", *, path: str | None = None,
             context: Sequence[tuple[str, str]] = (), middle: str = "", mode: str | None = None,
-            max_new_tokens: int | None = None, n_ctx: int | None = None) -> Prompt:
+            repo: str | os.PathLike | None = None, max_new_tokens: int | None = None,
+            n_ctx: int | None = None) -> Prompt:
         """A FIM prompt for the cursor between `prefix` and `suffix`.
 
         path: the current file's path line. context: other files (path, text), least relevant
         first. middle: text already typed after the cursor's line start (llama.cpp's `prompt`):
-        the model continues after it."""
+        the model continues after it. repo: a repository root holding `path` (relative to it, or
+        absolute): the files the current file depends on come first, nearest dependencies first
+        within the room the current file leaves, in the order training packed them (codegemma.repo
+        chooses them); `context` files follow, nearest the cursor; the path line is the path
+        relative to the repository, as in training data."""
+        if repo is not None:
+            path, context = self._with_repository(prefix, suffix, path, context, middle, mode, repo,
+                                                  max_new_tokens, n_ctx)
         tok = self.tokenizer
         tok.require_fim()
         mode = check_mode(mode or self.fim_mode)
@@ -166,12 +176,32 @@ class PromptBuilder:
                   files_dropped, file_cut)
         return self._prompt(body, want, ctx, cut)
 
-    def context_room(self, prefix: str, suffix: str = "", *, path: str | None = None, middle: str = "",
+    def _with_repository(self, prefix, suffix, path, context, middle, mode, repo, max_new_tokens, n_ctx):
+        """(path line, context) with the repository's files that the current file depends on ahead
+        of `context`, within the room the current file and `context` leave."""
+        from codegemma.repo import repository_context, repository_path
+
+        if path is None:
+            raise PromptError("a repository context needs the current file's path")
+        current = Path(path) if os.path.isabs(path) else Path(repo) / path
+        found = repository_path(current)
+        if found is None:  # not inside a git repository: the file alone
+            return path, context
+        path = found[1]  # the path line training data has: relative to the repository root
+        room = self.context_room(prefix, suffix, path=path, context=context, middle=middle, mode=mode,
+                                 max_new_tokens=max_new_tokens, n_ctx=n_ctx)
+        count = lambda text: len(self.tokenizer.encode(text, parse_special=False))  # noqa: E731
+        files = repository_context(current, room, count, text=prefix + suffix)
+        return path, [*files, *context]
+
+    def context_room(self, prefix: str, suffix: str = "", *, path: str | None = None,
+                     context: Sequence[tuple[str, str]] = (), middle: str = "", mode: str | None = None,
                      max_new_tokens: int | None = None, n_ctx: int | None = None) -> int:
-        """Tokens left for other files once the current file is in (0 if it had to be cut):
-        the budget a caller gives the repository context."""
+        """Tokens left for more files once the current file and `context` are in (0 if anything had
+        to be cut): the budget the repository context gets."""
         ctx, want, budget = self.limits(max_new_tokens, n_ctx)
-        p = self.fim(prefix, suffix, path=path, middle=middle, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
+        p = self.fim(prefix, suffix, path=path, context=context, middle=middle, mode=mode,
+                     max_new_tokens=max_new_tokens, n_ctx=n_ctx)
         return 0 if p.truncated else max(0, budget - (len(p.ids) - 1))
 
     # ---- plain text and token ids --------------------------------------------------------------
