@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from codegemma.atomic import DiskFullError, atomic_dir
+from codegemma.tokenizer.files import locate_tokenizer, tokenizer_files
 
 from .decontam import Decontaminator, resolve_data_dir
 from .dedup import find_duplicates
@@ -119,17 +120,6 @@ def code_version() -> dict:
     return {"package": version("codegemma"), "source_sha256": h.hexdigest()[:16], "libraries": libs}
 
 
-def _tokenizer_file(path: str) -> Path:
-    p = Path(path)
-    for name in ("tokenizer.json", "tokenizer.model"):
-        if p.is_dir() and (p / name).is_file():
-            return p / name
-    if p.is_file():
-        return p
-    raise FileNotFoundError(f"--tokenizer {p}: no tokenizer.json or tokenizer.model there "
-                            "(train one with `codegemma tokenizer train`)")
-
-
 def repo_unit(repo: str) -> float:
     """A repository's position in [0, 1) by hash: the validation split takes the lowest."""
     return int(hashlib.sha256(repo.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) / 2.0**64
@@ -193,7 +183,7 @@ class Preparation:
         self.notify = notify or (lambda message: None)     # what a person running it should know
         self.out = Path(cfg.out)
         check_input(cfg.input)
-        self.tok_file = _tokenizer_file(cfg.tokenizer)
+        self.tok_file = locate_tokenizer(cfg.tokenizer)
         self.tokenizer = Tokenizer.load(self.tok_file)
         self.tokenizer.require_fim()
         self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.decontaminate else None
@@ -436,10 +426,8 @@ class Preparation:
     def _copy_tokenizer(self) -> None:
         """OUT/tokenizer/: the tokenizer the shards were made with (for inspect and training)."""
         with atomic_dir(self.out / "tokenizer", replace=True) as dest:
-            for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
-                src = self.tok_file.parent / name
-                if src.is_file():
-                    shutil.copyfile(src, dest / name)
+            for src in tokenizer_files(self.tok_file.parent):
+                shutil.copyfile(src, dest / src.name)
 
 
 def prepare(cfg: PrepareConfig, executor: ExecutorConfig | None = None,
