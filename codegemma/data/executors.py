@@ -46,8 +46,9 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def _run_task(fn: Callable[[dict], None], task: dict) -> str | None:
-    """fn(task) in a worker; a full disk comes back as its path (DiskFullError does not survive
-    pickling: its constructor takes a path, not OSError's arguments) and is raised again in the driver."""
+    """fn(task) in a worker; a full disk comes back as its path and is raised again in the driver
+    (Ray would hand it back wrapped in a RayTaskError, a process pool as itself: a plain value is
+    the same for both)."""
     try:
         fn(task)
     except DiskFullError as exc:
