@@ -18,7 +18,7 @@ from codegemma.train.config import TrainConfig
 from codegemma.train.data import IGNORE, RowStream, make_batch
 from codegemma.train.metrics import MetricsLog, attended_squares, peak_tflops, plot_losses, step_flops
 from codegemma.train.parallel import (Runtime, all_reduce_sum, apply_activation_checkpointing, apply_compile,
-                                      apply_fsdp, close_runtime, init_runtime)
+                                      apply_fsdp, barrier, close_runtime, init_runtime)
 from codegemma.train.setup import build_data, build_model, build_optimizer, lr_at, model_config
 from codegemma.train.step import (CausalLMLoss, attention_mask, autocast, forward_backward, mask_kind,
                                   optimizer_step, resolve_precision, to_device)
@@ -27,7 +27,11 @@ from codegemma.train.step import (CausalLMLoss, attention_mask, autocast, forwar
 def train(cfg: TrainConfig) -> dict:
     rt = init_runtime(cfg.device)
     try:
-        return _train(cfg, rt)
+        result = _train(cfg, rt)
+        # Every rank leaves together: a rank that tears down gloo while another still writes the export
+        # aborts the whole group ("terminate called without an active exception").
+        barrier(rt)
+        return result
     finally:
         close_runtime(rt)
 
