@@ -1,8 +1,10 @@
-"""The FastAPI application: three protocol families over one Backend, plus /health and /metrics.
+"""The FastAPI application: the protocol families over one Backend, plus /health, /metrics and
+/openapi.json (every route's request model, see protocol.route).
 
 `create_app(backend, api_key=None)` builds it; `run_server(...)` loads a model and runs uvicorn.
-A pure ASGI middleware (not BaseHTTPMiddleware, which buffers streams and hides disconnects)
-checks the API key and records per-endpoint counts and latency, measured to the response's last byte.
+Pure ASGI middlewares (not BaseHTTPMiddleware, which buffers streams and hides disconnects) answer
+CORS preflights (cors.py), check the API key and record per-endpoint counts and latency, measured
+to the response's last byte.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from codegemma.serve import llamacpp_api, ollama_api, openai_api
+from codegemma import __version__
+from codegemma.serve import llamacpp_api, llamacpp_info, mistral_api, ollama_api, openai_api
 from codegemma.serve.backend import Backend
+from codegemma.serve.cors import CORSMiddleware
 from codegemma.serve.errors import error_body, family_of, install_handlers
+from codegemma.serve.protocol import openapi_document
 
 log = logging.getLogger("codegemma.serve")
 
-OPEN_PATHS = frozenset({"/health"})  # reachable without the API key (load balancers, probes)
+# Reachable without the API key: probes, and the playground page (its requests carry the key).
+OPEN_PATHS = frozenset({"/health", "/v1/health", "/"})
 
 
 class GuardMiddleware:
-    """API-key check (Bearer) and request metrics, for every route."""
+    """API-key check (`Authorization: Bearer KEY` or `X-Api-Key: KEY`) and request metrics."""
 
     def __init__(self, app, backend: Backend, api_key: str | None):
         self.app = app
@@ -39,7 +45,11 @@ class GuardMiddleware:
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key)
+                if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key):
+                    return True
+            elif name == b"x-api-key":  # Anthropic-style clients and Continue send this one
+                if hmac.compare_digest(value.decode("latin-1").strip(), self.api_key):
+                    return True
         return False
 
     async def __call__(self, scope, receive, send):
@@ -67,20 +77,25 @@ class GuardMiddleware:
             self.backend.metrics.observe_request(path, status[0], started)
 
 
-def create_app(backend: Backend, api_key: str | None = None, close_engine: bool = False) -> FastAPI:
+def create_app(backend: Backend, api_key: str | None = None, close_engine: bool = False,
+               cors_origins: str | None = "*", slots: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         yield
         if close_engine:
             backend.close()
 
-    app = FastAPI(title="codegemma", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="codegemma", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json", lifespan=lifespan)
     install_handlers(app)
     app.include_router(openai_api.build_router(backend))
+    app.include_router(mistral_api.build_router(backend))
     app.include_router(ollama_api.build_router(backend))
     app.include_router(llamacpp_api.build_router(backend))
+    app.include_router(llamacpp_info.build_router(backend, slots=slots))
 
     @app.get("/health")
+    @app.get("/v1/health")
     async def health():
         return JSONResponse({"status": "ok"})
 
@@ -94,7 +109,16 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
         stats = {k: v for k, v in backend.stats().items() if isinstance(v, (int, float, str, bool))}
         return {**stats, "server_in_flight": backend.in_flight}
 
+    document: dict = {}
+
+    def openapi() -> dict:
+        if not document:
+            document.update(openapi_document(app, "codegemma", __version__))
+        return document
+
+    app.openapi = openapi
     app.add_middleware(GuardMiddleware, backend=backend, api_key=api_key)
+    app.add_middleware(CORSMiddleware, origins=cors_origins)  # outermost: preflights need no key
     return app
 
 
@@ -120,9 +144,10 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode)
 
 
-def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_level: str = "info") -> None:
+def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_level: str = "info",
+               cors_origins: str | None = "*", slots: bool = True) -> None:
     import uvicorn
 
-    app = create_app(backend, api_key=api_key, close_engine=True)
+    app = create_app(backend, api_key=api_key, close_engine=True, cors_origins=cors_origins, slots=slots)
     log.info("serving %s on http://%s:%d", backend.model_name, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -22,8 +22,14 @@ def register(subparsers) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 only with --api-key)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on every route but /health "
+                   help="require 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY') on every route but "
+                        "/health and the playground page "
                         "(default: $CODEGEMMA_API_KEY, else no key)")
+    p.add_argument("--cors-origins", default="*", metavar="ORIGINS",
+                   help="origins whose pages may call the server from a browser: * (default, as llama.cpp), "
+                        "none, or a comma list of origins; 'localhost' stands for any local origin")
+    p.add_argument("--no-slots", dest="slots", action="store_false",
+                   help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests allowed to wait for a slot; beyond that the server answers 429")
@@ -68,7 +74,8 @@ def _serve(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
-    run_server(backend, args.host, args.port, api_key, log_level=args.log_level)
+    run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
+               slots=args.slots)
     return 0
 
 

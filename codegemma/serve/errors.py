@@ -33,16 +33,21 @@ _LLAMACPP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 40
 class APIError(Exception):
     """A request the server refuses, with the HTTP status and one clear message.
 
-    `param` names the offending request field (OpenAI reports it); `headers` carries e.g. Retry-After.
+    `param` names the offending request field (OpenAI reports it); `headers` carries e.g. Retry-After;
+    `error_type` replaces the status's usual type and `fields` are added to the error object
+    (llama.cpp's exceed_context_size_error carries n_prompt_tokens and n_ctx).
     """
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, error_type: str | None = None,
+                 fields: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = headers or {}
+        self.error_type = error_type
+        self.fields = fields or {}
 
 
 def family_of(path: str) -> str:
@@ -53,14 +58,15 @@ def family_of(path: str) -> str:
     return LLAMACPP
 
 
-def error_body(family: str, status: int, message: str, param: str | None = None) -> dict[str, Any]:
+def error_body(family: str, status: int, message: str, param: str | None = None,
+               error_type: str | None = None, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     if family == OPENAI:
-        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"),
-                          "param": param, "code": None}}
+        return {"error": {"message": message, "type": error_type or _OPENAI_TYPES.get(status, "server_error"),
+                          "param": param, "code": None, **(fields or {})}}
     if family == OLLAMA:
         return {"error": message}
     return {"error": {"code": status, "message": message,
-                      "type": _LLAMACPP_TYPES.get(status, "server_error")}}
+                      "type": error_type or _LLAMACPP_TYPES.get(status, "server_error"), **(fields or {})}}
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str | None]:
@@ -141,13 +147,13 @@ def install_handlers(app) -> None:
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    def respond(request, status, message, param=None, headers=None):
-        body = error_body(family_of(request.url.path), status, message, param)
+    def respond(request, status, message, param=None, headers=None, error_type=None, fields=None):
+        body = error_body(family_of(request.url.path), status, message, param, error_type, fields)
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
-        return respond(request, exc.status, exc.message, exc.param, exc.headers)
+        return respond(request, exc.status, exc.message, exc.param, exc.headers, exc.error_type, exc.fields)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):

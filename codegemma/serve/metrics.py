@@ -19,9 +19,11 @@ log = logging.getLogger("codegemma.serve")
 # Routes reported by name; anything else (unknown paths, scanners) is folded into "other" so a
 # client cannot grow the label set without bound.
 KNOWN_ENDPOINTS = frozenset({
-    "/", "/health", "/metrics", "/v1/completions", "/v1/chat/completions", "/v1/models",
+    "/", "/health", "/v1/health", "/metrics", "/openapi.json", "/v1/completions", "/v1/chat/completions",
+    "/chat/completions", "/v1/models", "/models", "/v1/fim/completions",
     "/api/generate", "/api/chat", "/api/tags", "/api/show", "/api/version", "/api/ps",
-    "/infill", "/completion", "/completions", "/props", "/debug/slots",
+    "/infill", "/completion", "/completions", "/props", "/slots", "/tokenize", "/detokenize",
+    "/apply-template", "/chat/completions/input_tokens", "/v1/chat/completions/input_tokens", "/debug/slots",
 })
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

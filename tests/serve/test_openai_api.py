@@ -106,7 +106,9 @@ def _openai_error(r, status, param=None):
     ('{"prompt": "x", "stream": "yes"}', "stream"),
     ('{"max_tokens": 5}', "prompt"),
     ('{"prompt": "x", "n": 0}', "n"),
-    ('{"prompt": "x", "logprobs": 2}', "logprobs"),
+    ('{"prompt": "x", "logprobs": 6}', "logprobs"),
+    ('{"prompt": "x", "response_format": {"type": "json_object"}}', "response_format"),
+    ('{"prompt": "x", "logit_bias": {"not a token id or text": "big"}}', "logit_bias"),
 ])
 def test_bad_completion_requests_get_400_in_openai_shape(client, body, param):
     err = _openai_error(client.post("/v1/completions", content=body), 400, param)
