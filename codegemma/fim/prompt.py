@@ -158,6 +158,8 @@ class PromptBuilder:
         mode = check_mode(mode or self.fim_mode)
         ctx, want, budget = self.limits(max_new_tokens, n_ctx)
         cap = self._char_cap(budget)
+        if len(middle) > cap or len(path or "") > cap:  # surely more tokens than the budget: not worth encoding
+            raise self._fixed_too_long(len(middle), budget, ctx)
         kept_files, dropped_early = _within_chars([(str(p), str(t)) for p, t in context], cap)
         pieces = [prefix[-cap:], suffix[:cap], f"{path}\n" if path else "", middle]
         for p, t in kept_files:
@@ -171,10 +173,7 @@ class PromptBuilder:
 
         fixed = len(head) + 3 + len(mid)
         if fixed > budget:
-            raise PromptError(
-                f"the fixed part of the FIM prompt (sentinels, path line and the {len(middle)} characters "
-                f"after the middle token) takes {fixed} tokens, more than the {budget} available in a "
-                f"context of {ctx}; send a shorter path or 'prompt', or fewer tokens to generate")
+            raise self._fixed_too_long(len(middle), budget, ctx, fixed)
         avail = budget - fixed
         keep_pre, keep_suf = split_budget(avail, len(pre), len(suf))
         room = avail - keep_pre - keep_suf
@@ -187,6 +186,14 @@ class PromptBuilder:
                   len(suf) - keep_suf + (1 if suf_lost and keep_suf == len(suf) else 0),
                   files_dropped, file_cut)
         return self._prompt(body, want, ctx, cut)
+
+    @staticmethod
+    def _fixed_too_long(middle_chars: int, budget: int, ctx: int, fixed: int | None = None) -> PromptError:
+        takes = f"takes {fixed} tokens, more than" if fixed is not None else "is longer than"
+        return PromptError(
+            f"the fixed part of the FIM prompt (sentinels, path line and the {middle_chars} characters "
+            f"after the middle token) {takes} the {budget} tokens available in a context of {ctx}; send a "
+            "shorter path or 'prompt', or fewer tokens to generate")
 
     def _with_repository(self, prefix, suffix, path, context, middle, mode, repo, max_new_tokens, n_ctx):
         """(path line, context) with the repository's files that the current file depends on ahead
@@ -269,13 +276,18 @@ class PromptBuilder:
              n_ctx: int | None = None) -> Prompt:
         """Gemma's chat template. System messages join the first user turn (Gemma has no system
         role) and consecutive turns of one role are merged, so common clients work unchanged."""
+        ctx, want, _ = self.limits(max_new_tokens, n_ctx)
         try:
             turns = normalize_messages(messages)
+            at_least = sum(len(t["content"]) for t in turns) // self.tokenizer.max_piece_chars
+            if at_least >= ctx:  # surely too long: not worth tokenising megabytes to say so
+                raise ContextOverflow(at_least, ctx, "the conversation")
             segments = chat_ids(self.tokenizer, turns, add_generation_prompt=True)
+        except ContextOverflow:
+            raise
         except ValueError as exc:
             raise PromptError(f"messages: {exc}") from None
         ids = [i for seg, _ in segments for i in seg]
-        ctx, want, _ = self.limits(max_new_tokens, n_ctx)
         return self._whole(ids, want, ctx, what="the conversation")  # chat_ids starts with <bos>
 
     def _whole(self, ids: list[int], want: int, ctx: int, what: str = "the prompt") -> Prompt:
@@ -353,6 +365,8 @@ def _within_chars(files: list[tuple[str, str]], cap: int) -> tuple[list[tuple[st
     which may still fit in part); earlier ones cannot fit in the token budget at all."""
     kept, used = [], 0
     for p, t in reversed(files):
+        if len(p) > cap:  # its path line alone is over the budget: it and every file before it drop
+            break
         kept.append((p, t))
         used += len(p) + len(t) + 2
         if used > cap:

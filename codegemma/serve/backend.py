@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator, Sequence
 from codegemma.fim.format import stop_token_ids
 from codegemma.fim.prompt import ContextOverflow, Prompt, PromptBuilder, PromptError
 from codegemma.serve.errors import APIError
+from codegemma.serve.limits import check_stops
 from codegemma.serve.metrics import ServerMetrics
 
 log = logging.getLogger("codegemma.serve")
@@ -126,7 +127,8 @@ class Backend:
                  logit_bias: Sequence[tuple[int, float]] = (), samplers: Sequence[str] | None = None,
                  logprobs: int = 0, max_new_tokens: int | None = None):
         """SamplingParams for `prepared`. The CodeGemma stop tokens (FIM sentinels, file separator,
-        eos, end_of_turn) are always on: the engine stops on their ids, so clients need not send them."""
+        eos, end_of_turn) are always on: the engine stops on their ids, so clients need not send them.
+        Every route's `stop` passes here, so its caps (limits.check_stops) hold for all of them."""
         from codegemma.infer.sampling import SamplingParams
 
         if top_p is not None and top_p <= 0:  # top_p 0 keeps only the best token: greedy
@@ -135,7 +137,7 @@ class Backend:
         fields: dict[str, Any] = dict(
             max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=int(top_k or 0),
             top_p=float(top_p if top_p is not None else 1.0), repetition_penalty=float(repetition_penalty or 1.0),
-            seed=seed, stop=tuple(dict.fromkeys(s for s in stop if s)), max_time_ms=max_time_ms or None)
+            seed=seed, stop=check_stops(stop), max_time_ms=max_time_ms or None)
         asked = {"min_p": float(min_p or 0.0), "logit_bias": tuple(logit_bias),
                  "samplers": None if samplers is None else tuple(samplers), "logprobs": int(logprobs or 0)}
         fields.update({k: v for k, v in asked.items() if v != _OPTIONAL_SAMPLING[k]})
@@ -277,7 +279,7 @@ class Generation:
         else:
             waiting = asyncio.ensure_future(drain())
         try:
-            await until_done(waiting, request, self.backend.metrics)
+            await until_done(waiting, request)
             if self.guard is None:
                 waiting.result()  # EngineError if generation failed
                 self._settle()
@@ -314,13 +316,13 @@ class Generation:
 DISCONNECT_POLL_S = 0.2  # how often a non-streaming request checks that its client is still there
 
 
-async def until_done(waiting: asyncio.Future, request, metrics) -> None:
+async def until_done(waiting: asyncio.Future, request) -> None:
     """Wait for `waiting`, checking every DISCONNECT_POLL_S that `request`'s client is still there;
-    ClientGone if it left (the caller cancels what it started)."""
+    ClientGone if it left (the caller cancels what it started). The disconnect is counted by the
+    middleware that sees it (app.GuardMiddleware), streaming or not."""
     while True:
         done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
         if done:
             return
         if request is not None and await request.is_disconnected():
-            metrics.disconnects.inc()
             raise ClientGone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from codegemma.fim.format import MODES
 from codegemma.infer.modes import DECODE_MODES
+from codegemma.serve.limits import ClientLimits
 
 import logging
 import os
@@ -45,6 +46,18 @@ def register(subparsers) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default=None,
                    help="decode step (default: compile on GPU, i.e. torch.compile + CUDA graphs, compiled "
                         "at start-up; eager on CPU); graphs starts faster")
+    p.add_argument("--max-body-mb", type=float, default=ClientLimits.max_body_bytes / 2**20, metavar="MB",
+                   help="largest request body, in MiB (default %(default)g); larger ones get 413 as soon as "
+                        "the limit is passed")
+    p.add_argument("--max-connections", type=int, default=ClientLimits.max_connections,
+                   help="connections open at once (default %(default)s, lowered to fit the open-file limit); "
+                        "over it, the oldest idle connection is closed")
+    p.add_argument("--max-connections-per-client", type=int, default=ClientLimits.max_per_client,
+                   metavar="N", help="connections open at once per remote address (default %(default)s; 0: "
+                                     "no cap); loopback clients are not capped")
+    p.add_argument("--client-timeout", type=float, default=ClientLimits.client_timeout_s, metavar="S",
+                   help="seconds a client gets to send a request's headers, and its body (plus a second per "
+                        "64 KiB), and the longest it may leave its response unread (default %(default)g)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
@@ -61,6 +74,12 @@ def _serve(args) -> int:
                                 "weights and tokenizer.json (e.g. one made by `codegemma init`)")
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
+    if not (args.max_body_mb > 0 and args.client_timeout > 0) or args.max_connections < 1 \
+            or args.max_connections_per_client < 0:
+        raise UserError("--max-body-mb and --client-timeout must be > 0, --max-connections >= 1 and "
+                        "--max-connections-per-client >= 0")
+    limits = ClientLimits(max_body_bytes=int(args.max_body_mb * 2**20), client_timeout_s=args.client_timeout,
+                          max_connections=args.max_connections, max_per_client=args.max_connections_per_client)
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
     _check_port_free(args.host, args.port)
@@ -75,7 +94,7 @@ def _serve(args) -> int:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
     run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
-               slots=args.slots)
+               slots=args.slots, limits=limits)
     return 0
 
 

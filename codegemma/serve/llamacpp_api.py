@@ -33,6 +33,7 @@ from codegemma.fim.format import MODES
 from codegemma.serve import logprobs
 from codegemma.serve.backend import Backend, Generation
 from codegemma.serve.errors import LLAMACPP, APIError
+from codegemma.serve.limits import LlamaSeed
 from codegemma.serve.protocol import (generated_ids, logit_bias, merge, refuse_structured, route, run_all, sse,
                                       stream_response, timings)
 
@@ -54,7 +55,7 @@ class LlamaParams(_Strict):
     repeat_penalty: float = Field(1.0, gt=0)
     stop: list[str] = Field(default_factory=list)
     stream: bool = False
-    seed: int = -1  # -1: random
+    seed: LlamaSeed = -1  # -1: random; else a uint32, as llama.cpp
     cache_prompt: bool = True
     n_indent: int = Field(0, ge=0)
     t_max_predict_ms: int = Field(0, ge=0)  # 0: no time limit

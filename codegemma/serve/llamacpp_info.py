@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from codegemma import __version__
 from codegemma.serve.backend import Backend
 from codegemma.serve.errors import APIError
+from codegemma.serve.limits import check_tokenize_chars
 from codegemma.serve.llamacpp_api import DEFAULT_SAMPLERS, LlamaParams
 from codegemma.serve.openai_api import OpenAIChatMessage, chat_messages
 from codegemma.serve.protocol import route
@@ -66,6 +67,8 @@ def build_router(backend: Backend, slots: bool = True) -> APIRouter:
             if isinstance(req.content, list) else []
         if bad:
             raise APIError(400, f"token id {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})", "content")
+        parts = [req.content] if isinstance(req.content, str) else req.content
+        check_tokenize_chars(sum(len(p) for p in parts if isinstance(p, str)))
         return await asyncio.to_thread(tokenize, req)
 
     @route(router, "POST", ["/detokenize"], DetokenizeRequest)
@@ -102,7 +105,8 @@ def build_router(backend: Backend, slots: bool = True) -> APIRouter:
     async def props(request: Request):
         return {"default_generation_settings": default_settings(),
                 "total_slots": int(getattr(backend.engine, "max_slots", 1)),
-                "model_path": backend.model_dir or backend.model_name, "model_alias": backend.model_name,
+                # the name, never the directory: clients have no business with server paths
+                "model_path": backend.model_name, "model_alias": backend.model_name,
                 "chat_template": "gemma", "chat_template_caps": {}, "modalities": {"vision": False, "audio": False},
                 "build_info": f"codegemma {__version__}", "is_sleeping": False, "fim_mode": backend.fim_mode}
 

@@ -71,8 +71,13 @@ class ServerMetrics:
                                 "Requests answered 429 because the engine queue was full",
                                 registry=self.registry)
         self.disconnects = Counter("codegemma_client_disconnects",
-                                   "Generations cancelled because the client went away",
+                                   "Requests whose client went away before the whole response was sent "
+                                   "(streaming or not); their generations are cancelled",
                                    registry=self.registry)
+        self.connections_dropped = Counter("codegemma_connections_dropped",
+                                           "Connections closed by the server's guards, by reason (header_timeout, "
+                                           "write_stall, evicted, refused); see connections.py",
+                                           ("reason",), registry=self.registry)
         in_flight_gauge = Gauge("codegemma_generations_in_flight",
                                 "Engine requests submitted by the server and not yet finished or cancelled",
                                 registry=self.registry)

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from codegemma.serve.backend import Backend
 from codegemma.serve.errors import OPENAI, APIError
-from codegemma.serve.openai_api import MAX_STOPS, new_id, usage
+from codegemma.serve.limits import Int64Seed
+from codegemma.serve.openai_api import new_id, usage
 from codegemma.serve.protocol import SSE_DONE, finish_reason, merge, refuse_structured, route, run_all, sse, stream_response
 
 
@@ -34,8 +35,8 @@ class MistralFIMRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     stop: str | list[str] | None = None
-    random_seed: int | None = None
-    seed: int | None = None  # the OpenAI-style name some clients send
+    random_seed: Int64Seed | None = None
+    seed: Int64Seed | None = None  # the OpenAI-style name some clients send
     stream: bool = False
     response_format: dict | None = None  # refused, as everywhere
 
@@ -46,9 +47,7 @@ def build_router(backend: Backend) -> APIRouter:
     @route(router, "POST", ["/v1/fim/completions"], MistralFIMRequest)
     async def fim_completions(request: Request, req: MistralFIMRequest):
         refuse_structured(req, ("response_format",))
-        stops = [req.stop] if isinstance(req.stop, str) else [s for s in req.stop or [] if s]
-        if len(stops) > MAX_STOPS:
-            raise APIError(400, f"'stop' has {len(stops)} entries; at most {MAX_STOPS} are allowed", "stop")
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         prepared = await asyncio.to_thread(backend.fim_prompt, req.prompt, req.suffix or "",
                                            max_new_tokens=req.max_tokens)
         seed = req.random_seed if req.random_seed is not None else req.seed

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from codegemma.fim.templates import modelfile, ollama_template, parameters_text
 from codegemma.serve.backend import Backend
 from codegemma.serve.errors import OLLAMA, APIError
+from codegemma.serve.limits import Int64Seed
 from codegemma.serve.playground import playground_html
 from codegemma.serve.protocol import finish_reason, ndjson, refuse_structured, route, run_all, stream_response
 
@@ -45,7 +46,7 @@ class OllamaOptions(_Strict):
     top_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0)
     stop: list[str] | str | None = None
-    seed: int | None = None
+    seed: Int64Seed | None = None
     num_ctx: int | None = Field(None, ge=1)
 
 
@@ -211,7 +212,8 @@ def build_router(backend: Backend) -> APIRouter:
                          "gemma.attention.head_count": getattr(cfg, "num_attention_heads", 0),
                          "gemma.attention.head_count_kv": getattr(cfg, "num_key_value_heads", 0)})
         return {"license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
-                "modelfile": modelfile(backend.model_dir or backend.model_name, backend.fim_mode,
+                # the model's name, never its directory: clients have no business with server paths
+                "modelfile": modelfile(backend.model_name, backend.fim_mode,
                                        parameters=DEFAULT_OPTIONS),
                 "parameters": parameters_text(DEFAULT_OPTIONS), "template": template, "details": details(),
                 "model_info": info, "capabilities": ["completion", "insert"],

@@ -29,11 +29,11 @@ from codegemma import __version__
 from codegemma.serve import logprobs
 from codegemma.serve.backend import Backend
 from codegemma.serve.errors import OPENAI, APIError
+from codegemma.serve.limits import Int64Seed
 from codegemma.serve.protocol import (SSE_DONE, finish_reason, logit_bias, merge, refuse_structured, route, run_all,
                                       sse, stream_response, timings)
 
 MAX_CHOICES = 16  # n * prompts: each is an engine request
-MAX_STOPS = 16  # OpenAI allows 4; Continue sends the six CodeGemma stops
 
 
 def new_id(prefix: str) -> str:
@@ -70,7 +70,7 @@ class _Sampling(_Strict):
     t_max_predict_ms: int = Field(0, ge=0)  # llama.cpp extension
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -80,10 +80,7 @@ class _Sampling(_Strict):
     grammar: str | None = None
 
     def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > MAX_STOPS:
-            raise APIError(400, f"'stop' has {len(stops)} entries; at most {MAX_STOPS} are allowed", "stop")
-        return [s for s in stops if s]
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def limit(self, *limits: int | None) -> int | None:
         """Tokens to generate: n_predict if given (llama.cpp), else the first limit set; None or -1: all."""
