@@ -61,8 +61,10 @@ class Backend:
     """One served model: engine + tokenizer + the name clients call it by."""
 
     def __init__(self, engine, tokenizer, model_name: str, config=None, model_dir: str | None = None,
-                 fim_mode: str = "psm"):
+                 fim_mode: str = "psm", n_predict: int | None = None):
         self.engine = engine
+        # the server's cap on tokens per request (llama-server --n-predict); None: the context's room
+        self.n_predict = n_predict if n_predict is not None and n_predict >= 0 else None
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.config = config
@@ -131,7 +133,8 @@ class Backend:
 
         if top_p is not None and top_p <= 0:  # top_p 0 keeps only the best token: greedy
             temperature, top_p = 0.0, 1.0
-        limit = prepared.max_new_tokens if max_new_tokens is None else min(max_new_tokens, prepared.max_new_tokens)
+        limit = self.predict_limit(prepared.max_new_tokens if max_new_tokens is None
+                                   else min(max_new_tokens, prepared.max_new_tokens))
         fields: dict[str, Any] = dict(
             max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=int(top_k or 0),
             top_p=float(top_p if top_p is not None else 1.0), repetition_penalty=float(repetition_penalty or 1.0),
@@ -149,6 +152,12 @@ class Backend:
             return SamplingParams(**fields)
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
+
+    def predict_limit(self, n: int) -> int:
+        """Tokens a request asking for `n` (negative: as many as fit) may generate under --n-predict."""
+        if self.n_predict is None:
+            return n
+        return self.n_predict if n < 0 else min(n, self.n_predict)
 
     def start(self, prepared: Prompt, params, guard=None) -> "Generation":
         """Submit one request. `guard` (optional) watches the text as it grows and may end it early

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--cors-origins", default="*", metavar="ORIGINS",
                    help="origins whose pages may call the server from a browser: * (default, as llama.cpp), "
                         "none, or a comma list of origins; 'localhost' stands for any local origin")
+    p.add_argument("--n-predict", type=int, default=-1, metavar="N",
+                   help="most tokens any request may generate (default -1: as many as the context leaves; "
+                        "llama-server's --n-predict)")
     p.add_argument("--no-slots", dest="slots", action="store_false",
                    help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
@@ -70,7 +73,7 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode)
+                           fim_mode=args.fim_mode, decode=args.decode, n_predict=args.n_predict)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)

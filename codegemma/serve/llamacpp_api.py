@@ -160,7 +160,7 @@ def build_router(backend: Backend) -> APIRouter:
     stop_ids = backend.stop_ids
 
     def settings(req: LlamaParams, prepared) -> dict:
-        return {"n_predict": req.n_predict, "temperature": req.temperature, "top_k": req.top_k,
+        return {"n_predict": backend.predict_limit(req.n_predict), "temperature": req.temperature, "top_k": req.top_k,
                 "top_p": req.top_p, "min_p": req.min_p, "repeat_penalty": req.repeat_penalty, "seed": req.seed,
                 "stop": req.stop, "n_indent": req.n_indent, "t_max_predict_ms": req.t_max_predict_ms,
                 "n_probs": req.n_probs, "post_sampling_probs": req.post_sampling_probs,
