@@ -88,11 +88,10 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
     app = FastAPI(title="codegemma", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", lifespan=lifespan)
     install_handlers(app)
-    app.include_router(openai_api.build_router(backend))
-    app.include_router(mistral_api.build_router(backend))
-    app.include_router(ollama_api.build_router(backend))
-    app.include_router(llamacpp_api.build_router(backend))
-    app.include_router(llamacpp_info.build_router(backend, slots=slots))
+    routers = [openai_api.build_router(backend), mistral_api.build_router(backend), ollama_api.build_router(backend),
+               llamacpp_api.build_router(backend), llamacpp_info.build_router(backend, slots=slots)]
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/health")
     @app.get("/v1/health")
@@ -113,7 +112,7 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 
     def openapi() -> dict:
         if not document:
-            document.update(openapi_document(app, "codegemma", __version__))
+            document.update(openapi_document(app, routers, "codegemma", __version__))
         return document
 
     app.openapi = openapi
