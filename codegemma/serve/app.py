@@ -124,7 +124,8 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None = None,
                  max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
                  model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None,
-                 n_predict: int | None = None) -> Backend:
+                 n_predict: int | None = None, temperature: float | None = None,
+                 seed: int | None = None) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
@@ -142,7 +143,7 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
     engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode,
-                   n_predict=n_predict)
+                   n_predict=n_predict, temperature=temperature, seed=seed)
 
 
 def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_level: str = "info",

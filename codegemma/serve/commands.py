@@ -29,8 +29,12 @@ def register(subparsers) -> None:
                    help="origins whose pages may call the server from a browser: * (default, as llama.cpp), "
                         "none, or a comma list of origins; 'localhost' stands for any local origin")
     p.add_argument("--n-predict", type=int, default=-1, metavar="N",
-                   help="most tokens any request may generate (default -1: as many as the context leaves; "
-                        "llama-server's --n-predict)")
+                   help="tokens to generate for a request that sets no limit (default -1: as many as the "
+                        "context leaves; llama-server's --n-predict)")
+    p.add_argument("--temp", type=float, default=None, metavar="T",
+                   help="temperature of llama.cpp-route requests that set none (default 0.8, llama.cpp's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of llama.cpp-route requests that set none (default: random, as llama-server's)")
     p.add_argument("--no-slots", dest="slots", action="store_false",
                    help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
@@ -62,6 +66,8 @@ def _serve(args) -> int:
     if not os.path.isdir(model):
         raise FileNotFoundError(f"{args.model}: model directory not found; pass --model DIR with config.json, "
                                 "weights and tokenizer.json (e.g. one made by `codegemma init`)")
+    if args.temp is not None and not args.temp >= 0:
+        raise UserError(f"--temp {args.temp} must be >= 0")
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
     if not 0 < args.port < 65536:
@@ -73,7 +79,8 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode, n_predict=args.n_predict)
+                           fim_mode=args.fim_mode, decode=args.decode, n_predict=args.n_predict,
+                           temperature=args.temp, seed=args.seed)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)

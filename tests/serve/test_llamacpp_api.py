@@ -297,3 +297,32 @@ def test_samplers_list(client):
     assert infill(client, samplers=["top_k", "top_p", "infill"])["content"] is not None
     err = _llamacpp_error(client.post("/infill", json={"input_prefix": "", "input_suffix": "", "samplers": ["bogus"]}), 400)
     assert "bogus" in err["message"]
+
+
+def test_server_request_defaults_and_no_slots(spm_client):
+    r = spm_client.post("/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX}).json()
+    assert r["tokens_predicted"] == 5  # --n-predict: the limit of a request that sets none
+    settings = r["generation_settings"]
+    assert settings["n_predict"] == 5 and settings["temperature"] == 0 and settings["seed"] == 3
+    assert spm_client.post("/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 7}
+                           ).json()["tokens_predicted"] == 7  # a default, not a cap (as llama-server)
+    again = spm_client.post("/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX}).json()
+    assert again["content"] == r["content"]  # --temp 0: greedy
+    params = spm_client.get("/props").json()["default_generation_settings"]["params"]
+    assert (params["n_predict"], params["temperature"], params["seed"]) == (5, 0, 3)
+    assert _llamacpp_error(spm_client.get("/slots"), 501)["type"] == "not_supported_error"
+
+
+def test_cors_origins_list(spm_client):
+    def preflight(origin):
+        return spm_client.options("/completion", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+
+    for allowed in ("http://localhost:5173", "http://127.0.0.1", "http://[::1]:3000", "https://editor.example"):
+        r = preflight(allowed)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == allowed
+        assert r.headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS"
+    for refused in ("http://localhost.evil.com", "https://evil.com", "http://notlocalhost"):
+        r = preflight(refused)
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    r = spm_client.get("/health", headers={"Origin": "https://evil.com"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
