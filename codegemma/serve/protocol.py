@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from codegemma.serve.backend import ClientGone, Delta, Generation
-from codegemma.serve.errors import OLLAMA, OPENAI, APIError, error_body, parse_body
+from codegemma.serve.errors import OLLAMA, APIError, error_body, parse_body
 
 BODIES = "request_bodies"  # on a router: [(path, method, model)] of its routes that take a body
 
@@ -230,4 +230,4 @@ def logit_bias(value: Any, tokenizer, field: str = "logit_bias") -> tuple[tuple[
 
 
 __all__ = ["route", "openapi_document", "run_all", "merge", "sse", "SSE_DONE", "ndjson", "stream_response",
-           "finish_reason", "generated_ids", "timings", "refuse_structured", "logit_bias", "OPENAI"]
+           "finish_reason", "generated_ids", "timings", "refuse_structured", "logit_bias"]
