@@ -192,7 +192,7 @@ def refuse_structured(req: BaseModel, fields: Sequence[str] = STRUCTURED_FIELDS)
         if name == "response_format" and isinstance(value, dict) and value.get("type") in (None, "text") \
                 and len(value) <= 1:
             continue  # {"type": "text"} is OpenAI's default: plain text is what it asks for
-        if value not in (None, "", {}, [], False):
+        if value is not None and value != "":  # json_schema {} still asks for JSON ("any JSON", llama.cpp)
             raise APIError(400, f"'{name}' (structured output) is not supported by this server: it has no "
                                 "grammar-constrained sampling; leave it out", name)
 
