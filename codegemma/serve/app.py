@@ -125,11 +125,10 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
     app = FastAPI(title="codegemma", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", lifespan=lifespan)
     install_handlers(app)
-    app.include_router(openai_api.build_router(backend))
-    app.include_router(mistral_api.build_router(backend))
-    app.include_router(ollama_api.build_router(backend))
-    app.include_router(llamacpp_api.build_router(backend))
-    app.include_router(llamacpp_info.build_router(backend, slots=slots))
+    routers = [openai_api.build_router(backend), mistral_api.build_router(backend), ollama_api.build_router(backend),
+               llamacpp_api.build_router(backend), llamacpp_info.build_router(backend, slots=slots)]
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/health")
     @app.get("/v1/health")
@@ -150,7 +149,7 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 
     def openapi() -> dict:
         if not document:
-            document.update(openapi_document(app, "codegemma", __version__))
+            document.update(openapi_document(app, routers, "codegemma", __version__))
         return document
 
     app.openapi = openapi
@@ -161,7 +160,9 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 
 def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None = None,
                  max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
-                 model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None) -> Backend:
+                 model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None,
+                 allow_nonfinite: bool = False, n_predict: int | None = None, temperature: float | None = None,
+                 seed: int | None = None) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
@@ -175,10 +176,11 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
         on_gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         decode = "compile" if on_gpu else "eager"
     cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
-              max_queue=max_queue, warmup=True, decode=decode)
+              max_queue=max_queue, warmup=True, decode=decode, allow_nonfinite=allow_nonfinite)
     engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
-    return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode)
+    return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode,
+                   n_predict=n_predict, temperature=temperature, seed=seed)
 
 
 def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_level: str = "info",

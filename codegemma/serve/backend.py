@@ -62,8 +62,15 @@ class Backend:
     """One served model: engine + tokenizer + the name clients call it by."""
 
     def __init__(self, engine, tokenizer, model_name: str, config=None, model_dir: str | None = None,
-                 fim_mode: str = "psm"):
+                 fim_mode: str = "psm", n_predict: int | None = None, temperature: float | None = None,
+                 seed: int | None = None):
         self.engine = engine
+        # llama-server's --temp and --seed: the defaults of llama.cpp-route requests that set none
+        self.default_temperature = temperature
+        self.default_seed = seed
+        # tokens to generate for a request that sets no limit (llama-server's --n-predict); None:
+        # what the context leaves
+        self.n_predict = n_predict if n_predict is not None and n_predict >= 0 else None
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.config = config
@@ -102,23 +109,25 @@ class Backend:
             raise APIError(501, "infill is not supported by this model: its tokenizer has no "
                                 "<|fim_prefix|>/<|fim_suffix|>/<|fim_middle|> tokens; serve a CodeGemma model")
         return self._build(self.prompts.fim, prefix, suffix, path=path, context=context, middle=middle,
-                           mode=mode, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
+                           mode=mode, max_new_tokens=self.predict_limit(max_new_tokens), n_ctx=n_ctx)
 
     def text_prompt(self, text: str, *, max_new_tokens: int | None, n_ctx: int | None = None,
                     cut: bool = True) -> Prompt:
         """A prompt used verbatim (special-token texts in it become control tokens). A rendered FIM
         prompt is always fitted; other text is cut at its start, or with cut=False refused when it
         does not fit (llama.cpp's and OpenAI's behaviour)."""
-        return self._build(self.prompts.text, text, max_new_tokens=max_new_tokens, n_ctx=n_ctx, cut=cut)
+        return self._build(self.prompts.text, text, max_new_tokens=self.predict_limit(max_new_tokens), n_ctx=n_ctx,
+                           cut=cut)
 
     def token_prompt(self, ids: Sequence[int], *, max_new_tokens: int | None, n_ctx: int | None = None,
                      cut: bool = True) -> Prompt:
         """Token ids sent by the client, run as given."""
-        return self._build(self.prompts.tokens, ids, max_new_tokens=max_new_tokens, n_ctx=n_ctx, cut=cut)
+        return self._build(self.prompts.tokens, ids, max_new_tokens=self.predict_limit(max_new_tokens), n_ctx=n_ctx,
+                           cut=cut)
 
     def chat_prompt(self, messages: list[dict[str, str]], *, max_new_tokens: int | None,
                     n_ctx: int | None = None) -> Prompt:
-        return self._build(self.prompts.chat, messages, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
+        return self._build(self.prompts.chat, messages, max_new_tokens=self.predict_limit(max_new_tokens), n_ctx=n_ctx)
 
     # ---- running --------------------------------------------------------------------------------
     def sampling(self, prepared: Prompt, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
@@ -151,6 +160,11 @@ class Backend:
             return SamplingParams(**fields)
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
+
+    def predict_limit(self, n: int | None) -> int | None:
+        """The limit of a request asking for `n` tokens (None or negative: no limit of its own, so
+        the server's --n-predict if set, as llama-server does)."""
+        return self.n_predict if n is None or n < 0 else n
 
     def start(self, prepared: Prompt, params, guard=None) -> "Generation":
         """Submit one request. `guard` (optional) watches the text as it grows and may end it early

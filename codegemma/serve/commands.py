@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from codegemma.fim.format import MODES
 from codegemma.infer.modes import DECODE_MODES
-from codegemma.serve.limits import ClientLimits
+from codegemma.serve.limits import UINT32_MAX, ClientLimits
 
 import logging
 import os
+
+from codegemma.model.commands import add_allow_nonfinite
 
 
 def register(subparsers) -> None:
@@ -29,6 +31,13 @@ def register(subparsers) -> None:
     p.add_argument("--cors-origins", default="*", metavar="ORIGINS",
                    help="origins whose pages may call the server from a browser: * (default, as llama.cpp), "
                         "none, or a comma list of origins; 'localhost' stands for any local origin")
+    p.add_argument("--n-predict", type=int, default=-1, metavar="N",
+                   help="tokens to generate for a request that sets no limit (default -1: as many as the "
+                        "context leaves; llama-server's --n-predict)")
+    p.add_argument("--temp", type=float, default=None, metavar="T",
+                   help="temperature of llama.cpp-route requests that set none (default 0.8, llama.cpp's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of llama.cpp-route requests that set none (default: random, as llama-server's)")
     p.add_argument("--no-slots", dest="slots", action="store_false",
                    help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
@@ -59,19 +68,23 @@ def register(subparsers) -> None:
                    help="seconds a client gets to send a request's headers, and its body (plus a second per "
                         "64 KiB), and the longest it may leave its response unread (default %(default)g)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_allow_nonfinite(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
     from codegemma.cli import UserError
+    from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
     api_key = args.api_key or os.environ.get("CODEGEMMA_API_KEY") or None
 
     model = resolve_model(args.model)
-    if not os.path.isdir(model):
-        raise FileNotFoundError(f"{args.model}: model directory not found; pass --model DIR with config.json, "
-                                "weights and tokenizer.json (e.g. one made by `codegemma init`)")
+    load_config(model)  # a folder that is not a model fails here, before the port and the weights
+    if args.temp is not None and not 0 <= args.temp < float("inf"):
+        raise UserError(f"--temp {args.temp} must be a number >= 0")
+    if args.seed is not None and not -1 <= args.seed <= UINT32_MAX:
+        raise UserError(f"--seed {args.seed} must be -1 (random) or 0..{UINT32_MAX}, as llama.cpp's")
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
     if not (args.max_body_mb > 0 and args.client_timeout > 0) or args.max_connections < 1 \
@@ -89,7 +102,8 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode)
+                           fim_mode=args.fim_mode, decode=args.decode, allow_nonfinite=args.allow_nonfinite,
+                           n_predict=args.n_predict, temperature=args.temp, seed=args.seed)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)

@@ -38,12 +38,14 @@ class CORSMiddleware:
             return await self.app(scope, receive, send)
         origin = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"origin"), None)
         allowed = origin is not None and self.policy.allows(origin)
-        cors = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")] if allowed else []
+        # Names in llama.cpp's casing: header names are case-insensitive, but its test suite (and
+        # so perhaps a client) reads them from a plain dict.
+        cors = [(b"Access-Control-Allow-Origin", origin.encode("latin-1")),
+                (b"Access-Control-Allow-Credentials", b"true"), (b"Vary", b"Origin")] if allowed else []
         if scope["method"] == "OPTIONS":
-            headers = cors + ([(b"access-control-allow-methods", ALLOW_METHODS),
-                               (b"access-control-allow-headers", b"*"),
-                               (b"access-control-max-age", b"600")] if allowed else [])
+            headers = cors + ([(b"Access-Control-Allow-Methods", ALLOW_METHODS),
+                               (b"Access-Control-Allow-Headers", b"*"),
+                               (b"Access-Control-Max-Age", b"600")] if allowed else [])
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-length", b"0"), *headers]})
             await send({"type": "http.response.body", "body": b""})

@@ -160,9 +160,20 @@ def build_router(backend: Backend) -> APIRouter:
     pieces = logprobs.Pieces(backend.tokenizer)
     stop_ids = backend.stop_ids
 
+    def temperature(req: LlamaParams) -> float:
+        if "temperature" in req.model_fields_set or backend.default_temperature is None:
+            return req.temperature
+        return backend.default_temperature
+
+    def seed(req: LlamaParams) -> int:
+        if "seed" in req.model_fields_set or backend.default_seed is None:
+            return req.seed
+        return backend.default_seed
+
     def settings(req: LlamaParams, prepared) -> dict:
-        return {"n_predict": req.n_predict, "temperature": req.temperature, "top_k": req.top_k,
-                "top_p": req.top_p, "min_p": req.min_p, "repeat_penalty": req.repeat_penalty, "seed": req.seed,
+        limit = backend.predict_limit(req.n_predict)
+        return {"n_predict": -1 if limit is None else limit, "temperature": temperature(req), "top_k": req.top_k,
+                "top_p": req.top_p, "min_p": req.min_p, "repeat_penalty": req.repeat_penalty, "seed": seed(req),
                 "stop": req.stop, "n_indent": req.n_indent, "t_max_predict_ms": req.t_max_predict_ms,
                 "n_probs": req.n_probs, "post_sampling_probs": req.post_sampling_probs,
                 "samplers": req.samplers if req.samplers is not None else list(DEFAULT_SAMPLERS),
@@ -170,9 +181,10 @@ def build_router(backend: Backend) -> APIRouter:
                 "stream": req.stream, "model": req.model or backend.model_name}
 
     def sampling(req: LlamaParams, prepared, j: int):
-        seed = None if req.seed < 0 else req.seed + j
-        return backend.sampling(prepared, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                                min_p=req.min_p, repetition_penalty=req.repeat_penalty, seed=seed, stop=req.stop,
+        base = seed(req)
+        return backend.sampling(prepared, temperature=temperature(req), top_k=req.top_k, top_p=req.top_p,
+                                min_p=req.min_p, repetition_penalty=req.repeat_penalty,
+                                seed=None if base < 0 else base + j, stop=req.stop,
                                 max_time_ms=float(req.t_max_predict_ms) or None,
                                 logit_bias=logit_bias(req.logit_bias, backend.tokenizer), samplers=req.samplers,
                                 logprobs=req.n_probs)

@@ -96,6 +96,12 @@ def build_router(backend: Backend, slots: bool = True) -> APIRouter:
         params = LlamaParams().model_dump(exclude={"grammar", "json_schema", "response_format", "model",
                                                    "response_fields", "logit_bias", "id_slot"})
         params["samplers"] = list(DEFAULT_SAMPLERS)
+        if backend.default_temperature is not None:
+            params["temperature"] = backend.default_temperature
+        if backend.default_seed is not None:
+            params["seed"] = backend.default_seed
+        if backend.n_predict is not None:
+            params["n_predict"] = backend.n_predict
         params["max_tokens"] = params["n_predict"]
         return {"id": 0, "id_task": -1, "n_ctx": backend.n_ctx, "speculative": False, "is_processing": False,
                 "params": params, "prompt": "",

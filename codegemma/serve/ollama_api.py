@@ -1,6 +1,6 @@
 """Ollama-compatible routes: /api/generate (FIM through `suffix`), /api/chat, /api/tags, /api/show,
-/api/ps, /api/version and the `HEAD /` / `GET /` probe ("Ollama is running"; a browser asking for
-HTML gets the completion playground instead, see playground.py).
+/api/ps, /api/version and the `HEAD /` heartbeat. `GET /` is the completion playground
+(playground.py), or "Ollama is running" for a request that accepts text/plain only.
 
 The served model behaves like Ollama's `codegemma` model with the template of the server's FIM
 order (codegemma.fim.templates; /api/show reports it, which is how Continue decides that FIM works),
@@ -224,14 +224,18 @@ def build_router(backend: Backend) -> APIRouter:
         return {"version": OLLAMA_API_VERSION}
 
     @route(router, "HEAD", ["/"])
+    async def heartbeat(request: Request):
+        """The Ollama client's heartbeat (HEAD /): only the status is read."""
+        return PlainTextResponse("Ollama is running")
+
     @route(router, "GET", ["/"])
     async def root(request: Request):
-        """Ollama's probe answers "Ollama is running" to curl and to clients (which send no Accept
-        or */*); a browser, which asks for text/html first, gets the completion playground."""
+        """The completion playground, as llama.cpp serves its web page here; "Ollama is running"
+        to a client that asks for plain text only (no Ollama client reads this route's body)."""
         accept = request.headers.get("accept", "")
-        if request.method == "GET" and accept.split(",")[0].strip().startswith("text/html"):
-            return HTMLResponse(playground_html(backend))
-        return PlainTextResponse("Ollama is running")
+        if "text/plain" in accept and "text/html" not in accept and "*/*" not in accept:
+            return PlainTextResponse("Ollama is running")
+        return HTMLResponse(playground_html(backend))
 
     return router
 

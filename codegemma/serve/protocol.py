@@ -19,9 +19,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from codegemma.serve.backend import ClientGone, Delta, Generation
-from codegemma.serve.errors import OLLAMA, OPENAI, APIError, error_body, parse_body
+from codegemma.serve.errors import OLLAMA, APIError, error_body, parse_body
 
-REQUEST_MODEL = "request_model"  # the attribute a route's endpoint carries its body model under
+BODIES = "request_bodies"  # on a router: [(path, method, model)] of its routes that take a body
 
 
 # ---- routes ------------------------------------------------------------------------------------------
@@ -38,21 +38,22 @@ def route(router: APIRouter, method: str, paths: Sequence[str], model: type[Base
                 return await fn(request, await parse_body(request, model))
         endpoint.__name__ = fn.__name__
         endpoint.__doc__ = fn.__doc__
-        setattr(endpoint, REQUEST_MODEL, model)
         for path in paths:
             router.add_api_route(path, endpoint, methods=[method], name=f"{fn.__name__} {path}")
+            if model is not None:
+                router.__dict__.setdefault(BODIES, []).append((path, method.lower(), model))
         return fn
     return decorate
 
 
-def openapi_document(app, title: str, version: str) -> dict:
-    """The OpenAPI 3.1 document of `app`, with each route's request model as its JSON body."""
+def openapi_document(app, routers: Sequence[APIRouter], title: str, version: str) -> dict:
+    """The OpenAPI 3.1 document of `app`, with each route's request model (from `routers`, the ones
+    `app` includes) as its JSON body."""
     from fastapi.openapi.utils import get_openapi
     from pydantic.json_schema import models_json_schema
 
     doc = get_openapi(title=title, version=version, routes=app.routes)
-    bodies = [(r.path, m.lower(), getattr(r.endpoint, REQUEST_MODEL)) for r in app.routes
-              if getattr(getattr(r, "endpoint", None), REQUEST_MODEL, None) is not None for m in r.methods]
+    bodies = [body for router in routers for body in getattr(router, BODIES, [])]
     models = list(dict.fromkeys(model for _, _, model in bodies))
     refs, schemas = models_json_schema([(m, "validation") for m in models],
                                        ref_template="#/components/schemas/{model}")
@@ -191,7 +192,7 @@ def refuse_structured(req: BaseModel, fields: Sequence[str] = STRUCTURED_FIELDS)
         if name == "response_format" and isinstance(value, dict) and value.get("type") in (None, "text") \
                 and len(value) <= 1:
             continue  # {"type": "text"} is OpenAI's default: plain text is what it asks for
-        if value not in (None, "", {}, [], False):
+        if value is not None and value != "":  # json_schema {} still asks for JSON ("any JSON", llama.cpp)
             raise APIError(400, f"'{name}' (structured output) is not supported by this server: it has no "
                                 "grammar-constrained sampling; leave it out", name)
 
@@ -229,4 +230,4 @@ def logit_bias(value: Any, tokenizer, field: str = "logit_bias") -> tuple[tuple[
 
 
 __all__ = ["route", "openapi_document", "run_all", "merge", "sse", "SSE_DONE", "ndjson", "stream_response",
-           "finish_reason", "generated_ids", "timings", "refuse_structured", "logit_bias", "OPENAI"]
+           "finish_reason", "generated_ids", "timings", "refuse_structured", "logit_bias"]

@@ -127,8 +127,10 @@ def guarded_server(tmp_path_factory, model_dir):
 
 @pytest.fixture(scope="session")
 def spm_server(tmp_path_factory, model_dir):
-    """A server that renders infill prompts suffix first (`--fim-mode spm`)."""
-    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm")
+    """A server that renders infill prompts suffix first (`--fim-mode spm`), with llama-server's
+    request defaults set (--n-predict, --temp, --seed) and /slots off."""
+    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm", "--n-predict", "5",
+               "--temp", "0", "--seed", "3", "--no-slots", "--cors-origins", "localhost,https://editor.example")
     yield s
     s.stop()
 
