@@ -26,7 +26,9 @@ from annotated_types import Ge, Le  # pydantic's constraint markers, without imp
 @dataclass(frozen=True)
 class ClientLimits:
     """What one client may send and hold; app.GuardMiddleware and connections.py enforce them."""
-    max_body_bytes: int = 32 * 1024 * 1024  # far above any context window's worth of text
+    # 16 times a 131,072-token context's worth of text, 256 times an 8192-token one; checking and parsing
+    # a body takes tenths of a second per 10 MB with the GIL held, so the cap bounds that too.
+    max_body_bytes: int = 8 * 1024 * 1024
     # Headers must be complete within this of the connection opening (or of the previous response);
     # a body within this plus one second per BODY_MIN_RATE bytes received (a slow link gets time in
     # proportion to what it sends, a client trickling bytes does not); a response the client reads
@@ -42,7 +44,6 @@ MAX_BODY_BYTES = ClientLimits.max_body_bytes
 BODY_MIN_RATE = 64 * 1024  # bytes per second, see ClientLimits.client_timeout_s
 
 # ---- request bodies --------------------------------------------------------------------------------
-
 # Parsing and validating JSON costs about a microsecond per value with the GIL held (pydantic-core
 # does not release it), so a body of millions of tiny values would stall every other request; no
 # request needs more values than this (token-id prompts are capped by the context anyway).
@@ -63,7 +64,7 @@ MAX_TOKENIZE_CHARS = 1 << 16
 
 UINT32_MAX = 2**32 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# llama.cpp: a uint32 seed, -1 (and 0xFFFFFFFF) meaning random.
+# llama.cpp: a uint32 seed, or -1 for a random one.
 LlamaSeed = Annotated[int, Ge(-1), Le(UINT32_MAX)]
 # OpenAI, Ollama, Mistral: a 64-bit integer.
 Int64Seed = Annotated[int, Ge(INT64_MIN), Le(INT64_MAX)]
@@ -99,22 +100,22 @@ def check_tokenize_chars(n_chars: int, field: str = "content") -> None:
 
 
 _STRING = re.compile(rb'"[^"]*"')
-_KEEP = bytes(range(256)).translate(None, b'",')  # every byte but quote and comma: deleted below
+_NOT_QUOTE_OR_COMMA = bytes(range(256)).translate(None, b'",')
 
 
 def check_json_shape(raw: bytes, max_values: int = MAX_JSON_VALUES) -> None:
-    """A 400 for a body with more than `max_values` JSON values (counted by the commas between them,
-    outside strings), before the parser spends the GIL on them. Commas inside strings (code is full
-    of them) are only counted when a quick upper bound is over the limit, so the usual body costs
-    one byte count."""
+    """A 400 for a body with more than `max_values` JSON values, before the parser spends the GIL on
+    them: strings (counted by their quotes) or separators (commas outside strings). Commas inside
+    strings (code is full of them) are told apart only when a quick upper bound is over the limit, so
+    the usual body costs one byte count; every step is a C loop over the bytes, none per value."""
     if raw.count(b",") < max_values:
         return
     # Drop escaped backslashes, then escaped quotes: every quote left opens or closes a string.
-    bare = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _KEEP)
-    separators = _STRING.sub(b"", bare).count(b",")
-    if separators >= max_values:
-        raise refusal(400, f"the request body holds more than {max_values} JSON values; no request needs that "
-                            "many (send token ids within the context length, text as strings)")
+    bare = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_QUOTE_OR_COMMA)
+    if bare.count(b'"') // 2 < max_values and _STRING.sub(b"", bare).count(b",") < max_values:
+        return  # (fewer strings than the limit: the substitution makes fewer matches than that)
+    raise refusal(400, f"the request body holds more than {max_values} JSON values; no request needs that "
+                       "many (send token ids within the context length, text as strings)")
 
 
 def depth_message(parser_error: str) -> str | None:

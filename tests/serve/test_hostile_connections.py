@@ -91,6 +91,14 @@ def test_slowloris_headers_are_cut_off(edge):
         s.close()
 
 
+def test_oversized_headers_are_refused(edge):
+    s = connect(edge.port)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * (64 << 10) + b"\r\n\r\n")
+    status, _ = read_response(s)
+    assert status == 400 and closed_by_server(s, 5)
+    s.close()
+
+
 def _trickle_until_answer(s: socket.socket, limit_s: float) -> tuple[int | None, bytes, float]:
     """Send one body byte every 0.3 s until the server answers: (status, body, seconds taken)."""
     started = time.monotonic()

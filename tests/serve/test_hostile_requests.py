@@ -199,8 +199,8 @@ def test_every_client_that_leaves_is_counted_streaming_or_not(server, client):
 def test_health_answers_fast_while_heavy_requests_run(server, guarded_server):
     """4 MB prompts being fitted on every kind of route, 10,000 stop strings, a flood of ids and a full
     queue on a second server: /health and a small completion answer normally throughout."""
-    heavy = [("/infill", {"input_prefix": BIG, "input_suffix": BIG, "n_predict": 4}),
-             ("/v1/completions", {"prompt": BIG, "suffix": BIG, "max_tokens": 4}),
+    heavy = [("/infill", {"input_prefix": BIG, "input_suffix": BIG[:1_000_000], "n_predict": 4}),
+             ("/v1/completions", {"prompt": BIG[:1_000_000], "suffix": BIG, "max_tokens": 4}),
              ("/api/generate", {"model": "m", "prompt": BIG, "stream": False, "options": {"num_predict": 4}}),
              ("/v1/chat/completions", {"messages": [{"role": "user", "content": BIG}], "max_tokens": 4}),
              ("/completion", {"prompt": BIG, "n_predict": 4}),
