@@ -50,6 +50,18 @@ class PromptError(ValueError):
     """The request cannot become a prompt (a fixed part too long, a bad conversation, bad ids)."""
 
 
+class ContextOverflow(PromptError):
+    """A prompt that may not be cut is longer than the context (llama.cpp's
+    exceed_context_size_error: it refuses such a prompt rather than cutting it)."""
+
+    def __init__(self, n_prompt_tokens: int, n_ctx: int, what: str = "the prompt"):
+        super().__init__(f"{what} is {n_prompt_tokens} tokens, which does not fit the context of {n_ctx} "
+                         "tokens with room to generate; shorten it, or start the server with a larger "
+                         "--max-seq-len")
+        self.n_prompt_tokens = n_prompt_tokens
+        self.n_ctx = n_ctx
+
+
 @dataclass(frozen=True)
 class Cut:
     """What fitting dropped (all zero: the prompt is what was sent)."""
@@ -146,6 +158,8 @@ class PromptBuilder:
         mode = check_mode(mode or self.fim_mode)
         ctx, want, budget = self.limits(max_new_tokens, n_ctx)
         cap = self._char_cap(budget)
+        if len(middle) > cap or len(path or "") > cap:  # surely more tokens than the budget: not worth encoding
+            raise self._fixed_too_long(len(middle), budget, ctx)
         kept_files, dropped_early = _within_chars([(str(p), str(t)) for p, t in context], cap)
         pieces = [prefix[-cap:], suffix[:cap], f"{path}\n" if path else "", middle]
         for p, t in kept_files:
@@ -159,10 +173,7 @@ class PromptBuilder:
 
         fixed = len(head) + 3 + len(mid)
         if fixed > budget:
-            raise PromptError(
-                f"the fixed part of the FIM prompt (sentinels, path line and the {len(middle)} characters "
-                f"after the middle token) takes {fixed} tokens, more than the {budget} available in a "
-                f"context of {ctx}; send a shorter path or 'prompt', or fewer tokens to generate")
+            raise self._fixed_too_long(len(middle), budget, ctx, fixed)
         avail = budget - fixed
         keep_pre, keep_suf = split_budget(avail, len(pre), len(suf))
         room = avail - keep_pre - keep_suf
@@ -175,6 +186,14 @@ class PromptBuilder:
                   len(suf) - keep_suf + (1 if suf_lost and keep_suf == len(suf) else 0),
                   files_dropped, file_cut)
         return self._prompt(body, want, ctx, cut)
+
+    @staticmethod
+    def _fixed_too_long(middle_chars: int, budget: int, ctx: int, fixed: int | None = None) -> PromptError:
+        takes = f"takes {fixed} tokens, more than" if fixed is not None else "is longer than"
+        return PromptError(
+            f"the fixed part of the FIM prompt (sentinels, path line and the {middle_chars} characters "
+            f"after the middle token) {takes} the {budget} tokens available in a context of {ctx}; send a "
+            "shorter path or 'prompt', or fewer tokens to generate")
 
     def _with_repository(self, prefix, suffix, path, context, middle, mode, repo, max_new_tokens, n_ctx):
         """(path line, context) with the repository's files that the current file depends on ahead
@@ -205,11 +224,14 @@ class PromptBuilder:
         return 0 if p.truncated else max(0, budget - (len(p.ids) - 1))
 
     # ---- plain text and token ids --------------------------------------------------------------
-    def text(self, text: str, *, max_new_tokens: int | None = None, n_ctx: int | None = None) -> Prompt:
+    def text(self, text: str, *, max_new_tokens: int | None = None, n_ctx: int | None = None,
+             cut: bool = True) -> Prompt:
         """A prompt the caller rendered itself: special-token texts in it are control tokens.
 
         A FIM prompt (what Continue, llama.vscode's OpenAI mode and minuet send) is parsed and cut
-        like a structured one; any other text keeps its end. A leading `<bos>` is not doubled."""
+        like a structured one; any other text keeps its end, or with cut=False (llama.cpp's
+        /completion and OpenAI's routes) is run whole, generating what room is left, and raises
+        ContextOverflow if it leaves none. A leading `<bos>` is not doubled."""
         if text.startswith(BOS):
             text = text[len(BOS):]
         if not text:
@@ -220,6 +242,11 @@ class PromptBuilder:
             return self.fim(parts["prefix"], parts["suffix"], path=parts["path"], context=parts["context"],
                             middle=parts["middle"], mode=parts["mode"], max_new_tokens=max_new_tokens,
                             n_ctx=n_ctx)
+        if not cut:
+            at_least = len(text) // self.tokenizer.max_piece_chars + 1  # <bos> + the fewest tokens possible
+            if at_least >= ctx:  # surely too long: not worth tokenising megabytes to say so
+                raise ContextOverflow(at_least, ctx)
+            return self._whole([self.tokenizer.bos_id, *self.tokenizer.encode(text)], want, ctx)
         cap = self._char_cap(budget)
         ids = self.tokenizer.encode(text[-cap:])
         keep = ids[max(0, len(ids) - budget):] if budget > 0 else []
@@ -229,9 +256,9 @@ class PromptBuilder:
         return self._prompt(keep, want, ctx, Cut(prefix_tokens=lost))
 
     def tokens(self, ids: Sequence[int], *, max_new_tokens: int | None = None,
-               n_ctx: int | None = None) -> Prompt:
+               n_ctx: int | None = None, cut: bool = True) -> Prompt:
         """Token ids sent by the client, run as given (no <bos> added); the start is dropped if they
-        do not fit."""
+        do not fit (with cut=False: ContextOverflow, as text())."""
         vocab = self.tokenizer.vocab_size
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
@@ -239,6 +266,8 @@ class PromptBuilder:
         if not ids:
             raise PromptError("the prompt is empty; send at least one token id")
         ctx, want, budget = self.limits(max_new_tokens, n_ctx)
+        if not cut:
+            return self._whole(list(ids), want, ctx)
         kept = list(ids)[-(budget + 1):]
         return self._prompt(kept, want, ctx, Cut(prefix_tokens=len(ids) - len(kept)), bos=False)
 
@@ -247,17 +276,26 @@ class PromptBuilder:
              n_ctx: int | None = None) -> Prompt:
         """Gemma's chat template. System messages join the first user turn (Gemma has no system
         role) and consecutive turns of one role are merged, so common clients work unchanged."""
+        ctx, want, _ = self.limits(max_new_tokens, n_ctx)
         try:
             turns = normalize_messages(messages)
+            at_least = sum(len(t["content"]) for t in turns) // self.tokenizer.max_piece_chars
+            if at_least >= ctx:  # surely too long: not worth tokenising megabytes to say so
+                raise ContextOverflow(at_least, ctx, "the conversation")
             segments = chat_ids(self.tokenizer, turns, add_generation_prompt=True)
+        except ContextOverflow:
+            raise
         except ValueError as exc:
             raise PromptError(f"messages: {exc}") from None
         ids = [i for seg, _ in segments for i in seg]
-        ctx, want, budget = self.limits(max_new_tokens, n_ctx)
-        if len(ids) > budget + 1:
-            raise PromptError(f"the conversation is {len(ids)} tokens, more than the {budget + 1} that fit in "
-                              f"the context of {ctx} tokens with room to answer; shorten it")
-        return self._prompt(ids, want, ctx, Cut(), bos=False)  # chat_ids starts with <bos>
+        return self._whole(ids, want, ctx, what="the conversation")  # chat_ids starts with <bos>
+
+    def _whole(self, ids: list[int], want: int, ctx: int, what: str = "the prompt") -> Prompt:
+        """`ids` uncut (<bos> included): the answer gets the room left, as in llama.cpp, which
+        refuses a prompt that leaves none."""
+        if len(ids) >= ctx:
+            raise ContextOverflow(len(ids), ctx, what)
+        return self._prompt(ids, want, ctx, Cut(), bos=False)
 
     # ---- showing ---------------------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
@@ -327,6 +365,8 @@ def _within_chars(files: list[tuple[str, str]], cap: int) -> tuple[list[tuple[st
     which may still fit in part); earlier ones cannot fit in the token budget at all."""
     kept, used = [], 0
     for p, t in reversed(files):
+        if len(p) > cap:  # its path line alone is over the budget: it and every file before it drop
+            break
         kept.append((p, t))
         used += len(p) + len(t) + 2
         if used > cap:
@@ -356,4 +396,4 @@ def _fit_files(files: list[tuple[list[int], list[int]]], room: int):
     return shown, dropped, file_cut
 
 
-__all__ = ["MODES", "Cut", "Prompt", "PromptBuilder", "PromptError", "split_budget", "fim_ids", "chat_ids"]
+__all__ = ["MODES", "ContextOverflow", "Cut", "Prompt", "PromptBuilder", "PromptError", "split_budget", "fim_ids", "chat_ids"]

@@ -254,6 +254,20 @@ class Engine:
                      cuda_graphs=getattr(self.runner, "num_graphs", lambda: 0)())
         return d
 
+    def slot_info(self) -> list[dict]:
+        """Read-only view of each slot for a server's /slots: id, is_processing, n_ctx, the ids
+        cached there, and the running request's id and tokens generated so far."""
+        with self._lock:
+            out = []
+            for s in self.slots.slots:
+                req = s.request
+                out.append({"id": s.index, "is_processing": req is not None, "n_ctx": self.max_seq_len,
+                            "cached_tokens": len(s.tokens), "id_task": req.id if req is not None else -1,
+                            "n_decoded": len(req.generated) if req is not None else 0,
+                            "n_remain": req.params.max_new_tokens - len(req.generated) if req is not None else -1,
+                            "has_new_line": req is not None and "\n" in req.text})
+            return out
+
     def close(self) -> None:
         """Cancel every waiting and running request and stop the loop thread."""
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from codegemma.fim.format import MODES
 from codegemma.infer.modes import DECODE_MODES
+from codegemma.serve.limits import UINT32_MAX, ClientLimits
 
 import logging
 import os
@@ -24,8 +25,21 @@ def register(subparsers) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 only with --api-key)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on every route but /health "
+                   help="require 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY') on every route but "
+                        "/health and the playground page "
                         "(default: $CODEGEMMA_API_KEY, else no key)")
+    p.add_argument("--cors-origins", default="*", metavar="ORIGINS",
+                   help="origins whose pages may call the server from a browser: * (default, as llama.cpp), "
+                        "none, or a comma list of origins; 'localhost' stands for any local origin")
+    p.add_argument("--n-predict", type=int, default=-1, metavar="N",
+                   help="tokens to generate for a request that sets no limit (default -1: as many as the "
+                        "context leaves; llama-server's --n-predict)")
+    p.add_argument("--temp", type=float, default=None, metavar="T",
+                   help="temperature of llama.cpp-route requests that set none (default 0.8, llama.cpp's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of llama.cpp-route requests that set none (default: random, as llama-server's)")
+    p.add_argument("--no-slots", dest="slots", action="store_false",
+                   help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests allowed to wait for a slot; beyond that the server answers 429")
@@ -41,6 +55,18 @@ def register(subparsers) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default=None,
                    help="decode step (default: compile on GPU, i.e. torch.compile + CUDA graphs, compiled "
                         "at start-up; eager on CPU); graphs starts faster")
+    p.add_argument("--max-body-mb", type=float, default=ClientLimits.max_body_bytes / 2**20, metavar="MB",
+                   help="largest request body, in MiB (default %(default)g); larger ones get 413 as soon as "
+                        "the limit is passed")
+    p.add_argument("--max-connections", type=int, default=ClientLimits.max_connections,
+                   help="connections open at once (default %(default)s, lowered to fit the open-file limit); "
+                        "over it, the oldest idle connection is closed")
+    p.add_argument("--max-connections-per-client", type=int, default=ClientLimits.max_per_client,
+                   metavar="N", help="connections open at once per remote address (default %(default)s; 0: "
+                                     "no cap); loopback clients are not capped")
+    p.add_argument("--client-timeout", type=float, default=ClientLimits.client_timeout_s, metavar="S",
+                   help="seconds a client gets to send a request's headers, and its body (plus a second per "
+                        "64 KiB), and the longest it may leave its response unread (default %(default)g)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_allow_nonfinite(p)
     p.set_defaults(func=_serve)
@@ -55,8 +81,18 @@ def _serve(args) -> int:
 
     model = resolve_model(args.model)
     load_config(model)  # a folder that is not a model fails here, before the port and the weights
+    if args.temp is not None and not 0 <= args.temp < float("inf"):
+        raise UserError(f"--temp {args.temp} must be a number >= 0")
+    if args.seed is not None and not -1 <= args.seed <= UINT32_MAX:
+        raise UserError(f"--seed {args.seed} must be -1 (random) or 0..{UINT32_MAX}, as llama.cpp's")
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
+    if not (args.max_body_mb > 0 and args.client_timeout > 0) or args.max_connections < 1 \
+            or args.max_connections_per_client < 0:
+        raise UserError("--max-body-mb and --client-timeout must be > 0, --max-connections >= 1 and "
+                        "--max-connections-per-client >= 0")
+    limits = ClientLimits(max_body_bytes=int(args.max_body_mb * 2**20), client_timeout_s=args.client_timeout,
+                          max_connections=args.max_connections, max_per_client=args.max_connections_per_client)
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
     _check_port_free(args.host, args.port)
@@ -66,11 +102,13 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode, allow_nonfinite=args.allow_nonfinite)
+                           fim_mode=args.fim_mode, decode=args.decode, allow_nonfinite=args.allow_nonfinite,
+                           n_predict=args.n_predict, temperature=args.temp, seed=args.seed)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
-    run_server(backend, args.host, args.port, api_key, log_level=args.log_level)
+    run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
+               slots=args.slots, limits=limits)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -19,30 +20,34 @@ from pydantic import BaseModel, ValidationError
 log = logging.getLogger("codegemma.serve")
 
 OPENAI, OLLAMA, LLAMACPP = "openai", "ollama", "llamacpp"
-MAX_BODY_BYTES = 32 * 1024 * 1024  # far above any context window's worth of text
 
 # HTTP status -> the error type each family uses for it.
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                 405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+                 405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
                  501: "not_supported_error", 503: "server_error"}
 _LLAMACPP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                   405: "invalid_request_error", 413: "invalid_request_error", 429: "unavailable_error",
+                   405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error", 429: "unavailable_error",
                    501: "not_supported_error", 503: "unavailable_error"}
 
 
 class APIError(Exception):
     """A request the server refuses, with the HTTP status and one clear message.
 
-    `param` names the offending request field (OpenAI reports it); `headers` carries e.g. Retry-After.
+    `param` names the offending request field (OpenAI reports it); `headers` carries e.g. Retry-After;
+    `error_type` replaces the status's usual type and `fields` are added to the error object
+    (llama.cpp's exceed_context_size_error carries n_prompt_tokens and n_ctx).
     """
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, error_type: str | None = None,
+                 fields: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = headers or {}
+        self.error_type = error_type
+        self.fields = fields or {}
 
 
 def family_of(path: str) -> str:
@@ -53,14 +58,15 @@ def family_of(path: str) -> str:
     return LLAMACPP
 
 
-def error_body(family: str, status: int, message: str, param: str | None = None) -> dict[str, Any]:
+def error_body(family: str, status: int, message: str, param: str | None = None,
+               error_type: str | None = None, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     if family == OPENAI:
-        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"),
-                          "param": param, "code": None}}
+        return {"error": {"message": message, "type": error_type or _OPENAI_TYPES.get(status, "server_error"),
+                          "param": param, "code": None, **(fields or {})}}
     if family == OLLAMA:
         return {"error": message}
     return {"error": {"code": status, "message": message,
-                      "type": _LLAMACPP_TYPES.get(status, "server_error")}}
+                      "type": error_type or _LLAMACPP_TYPES.get(status, "server_error"), **(fields or {})}}
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str | None]:
@@ -74,8 +80,7 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
     alternatives = [e["loc"][len(path)] for e in errors
                     if _field_path(e.get("loc", ())) == path and len(e["loc"]) > len(path)]
     if len(alternatives) > 1 and kind not in ("missing", "json_invalid"):
-        got = err.get("input")
-        shown = json.dumps(got)[:80] if _jsonable(got) else repr(got)[:80]
+        shown = preview(err.get("input"))
         expected = ", ".join(str(a) for a in dict.fromkeys(alternatives))
         return f"invalid value for '{loc}': expected one of {expected} (got {shown})", loc
     if kind == "json_invalid":
@@ -86,9 +91,7 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
         return f"missing required field '{loc}'", loc
     if kind == "extra_forbidden":
         return f"unknown field '{loc}'", loc
-    got = err.get("input")
-    shown = json.dumps(got)[:80] if _jsonable(got) else repr(got)[:80]
-    return f"invalid value for '{loc}': {err['msg']} (got {shown})", loc or None
+    return f"invalid value for '{loc}': {err['msg']} (got {preview(err.get('input'))})", loc or None
 
 
 def _field_path(loc) -> list[str]:
@@ -107,32 +110,75 @@ def _field_path(loc) -> list[str]:
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "tuple"})
 
 
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+def preview(value: Any, room: int = 80) -> str:
+    """A short JSON-like rendering of a client's value, at a cost bounded whatever its size or depth
+    (the room halves at each level down)."""
+    if room < 4:
+        return "..."
+    if isinstance(value, str):
+        text = json.dumps(value[:room], ensure_ascii=False)
+    elif isinstance(value, (list, tuple)):
+        items = [preview(v, room // 2) for v in value[:4]]
+        text = "[" + ", ".join(items + (["..."] if len(value) > 4 else [])) + "]"
+    elif isinstance(value, dict):
+        items = [f"{preview(str(k), room // 2)}: {preview(v, room // 2)}" for k, v in list(value.items())[:4]]
+        text = "{" + ", ".join(items + (["..."] if len(value) > 4 else [])) + "}"
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = json.dumps(value) if not isinstance(value, int) or abs(value) < 10**30 else f"{value:.3e}"
+    else:
+        text = type(value).__name__
+    return text if len(text) <= room else text[:room - 3] + "..."
 
 
 async def parse_body(request, model: type[BaseModel]) -> BaseModel:
-    """Read the body as JSON into `model` (strict types); any problem becomes a 400 APIError.
+    """Read the body as JSON into `model` (strict types); any problem is a 4xx APIError.
 
     Parsed by hand rather than through FastAPI's body injection so that a missing or wrong
-    Content-Type header (curl, editor plugins) does not matter and every error has our shape.
+    Content-Type header (curl, editor plugins) does not matter and every error has our shape. The
+    size and upload-time limits are enforced while reading, by the `receive` the middleware wraps
+    (limits.BodyReader); the JSON's size in values is checked before pydantic-core spends the GIL on
+    it, and numbers must be finite, as JSON has them (no NaN or Infinity, nor 1e400 overflowing to
+    infinity): no code behind the parser ever sees a non-finite number from a client.
     """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise APIError(413, f"request body of {int(declared)} bytes is larger than {MAX_BODY_BYTES}; "
-                            "send less context (the server would cut it to the context length anyway)")
-    raw = await request.body()
+    import pydantic_core
+    from starlette.requests import ClientDisconnect
+
+    from codegemma.serve.limits import check_json_shape, depth_message
+
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise APIError(499, "client disconnected while sending the request") from None
     if not raw.strip():
         raise APIError(400, "request body is empty; send a JSON object")
+    check_json_shape(raw)
     try:
-        return model.model_validate_json(raw)
+        data = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        hint = "; NaN and Infinity are not JSON: send finite numbers" if b"NaN" in raw or b"Infinity" in raw else ""
+        raise APIError(400, depth_message(str(exc)) or f"request body is not valid JSON ({exc}{hint})") from None
+    where = non_finite(data)
+    if where is not None:
+        raise APIError(400, f"invalid value for '{where}': numbers must be finite (this one overflows)", where)
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         message, param = validation_message(exc)
         raise APIError(400, message, param) from None
+
+
+def non_finite(data: Any) -> str | None:
+    """The path ("options.temperature", "logit_bias.5") of the first non-finite number, or None."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                return f"{path}.{key}" if path else str(key)
+            if isinstance(item, (dict, list)):
+                stack.append((item, f"{path}.{key}" if path else str(key)))
+    return None
 
 
 def install_handlers(app) -> None:
@@ -141,13 +187,13 @@ def install_handlers(app) -> None:
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    def respond(request, status, message, param=None, headers=None):
-        body = error_body(family_of(request.url.path), status, message, param)
+    def respond(request, status, message, param=None, headers=None, error_type=None, fields=None):
+        body = error_body(family_of(request.url.path), status, message, param, error_type, fields)
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
-        return respond(request, exc.status, exc.message, exc.param, exc.headers)
+        return respond(request, exc.status, exc.message, exc.param, exc.headers, exc.error_type, exc.fields)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):

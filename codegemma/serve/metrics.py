@@ -19,9 +19,11 @@ log = logging.getLogger("codegemma.serve")
 # Routes reported by name; anything else (unknown paths, scanners) is folded into "other" so a
 # client cannot grow the label set without bound.
 KNOWN_ENDPOINTS = frozenset({
-    "/", "/health", "/metrics", "/v1/completions", "/v1/chat/completions", "/v1/models",
+    "/", "/health", "/v1/health", "/metrics", "/openapi.json", "/v1/completions", "/v1/chat/completions",
+    "/chat/completions", "/v1/models", "/models", "/v1/fim/completions",
     "/api/generate", "/api/chat", "/api/tags", "/api/show", "/api/version", "/api/ps",
-    "/infill", "/completion", "/completions", "/props", "/debug/slots",
+    "/infill", "/completion", "/completions", "/props", "/slots", "/tokenize", "/detokenize",
+    "/apply-template", "/chat/completions/input_tokens", "/v1/chat/completions/input_tokens", "/debug/slots",
 })
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,8 +71,13 @@ class ServerMetrics:
                                 "Requests answered 429 because the engine queue was full",
                                 registry=self.registry)
         self.disconnects = Counter("codegemma_client_disconnects",
-                                   "Generations cancelled because the client went away",
+                                   "Requests whose client went away before the whole response was sent "
+                                   "(streaming or not); their generations are cancelled",
                                    registry=self.registry)
+        self.connections_dropped = Counter("codegemma_connections_dropped",
+                                           "Connections closed by the server's guards, by reason (header_timeout, "
+                                           "write_stall, evicted, refused); see connections.py",
+                                           ("reason",), registry=self.registry)
         in_flight_gauge = Gauge("codegemma_generations_in_flight",
                                 "Engine requests submitted by the server and not yet finished or cancelled",
                                 registry=self.registry)

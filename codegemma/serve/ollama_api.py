@@ -1,28 +1,32 @@
 """Ollama-compatible routes: /api/generate (FIM through `suffix`), /api/chat, /api/tags, /api/show,
-/api/ps, /api/version and the `GET /` probe.
+/api/ps, /api/version and the `HEAD /` heartbeat. `GET /` is the completion playground
+(playground.py), or "Ollama is running" for a request that accepts text/plain only.
 
 The served model behaves like Ollama's `codegemma` model with the template of the server's FIM
 order (codegemma.fim.templates; /api/show reports it, which is how Continue decides that FIM works),
 so `{prompt, suffix}` is a FIM request and a prompt without suffix (or with raw=true) runs verbatim.
 Streams are NDJSON (default stream=true); durations are nanoseconds. Any model name is accepted
-(one model is served); a missing `model` is a 400, as in Ollama.
+(one model is served); a missing `model` is a 400, as in Ollama. `format` (JSON mode or a schema)
+is refused with a 400: there is no constrained sampling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from codegemma.fim.templates import modelfile, ollama_template, parameters_text
-from codegemma.serve.backend import Backend, ClientGone, guarded_stream
-from codegemma.serve.errors import OLLAMA, APIError, error_body, parse_body
+from codegemma.serve.backend import Backend
+from codegemma.serve.errors import OLLAMA, APIError
+from codegemma.serve.limits import Int64Seed
+from codegemma.serve.playground import playground_html
+from codegemma.serve.protocol import finish_reason, ndjson, refuse_structured, route, run_all, stream_response
 
 # The Ollama API version whose shapes this module follows (clients gate features on it).
 OLLAMA_API_VERSION = "0.6.3"
@@ -35,26 +39,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class Options(_Strict):
+class OllamaOptions(_Strict):
     num_predict: int | None = Field(None, ge=-2)  # -1: until the context is full; -2: fill it
     temperature: float | None = Field(None, ge=0)
     top_k: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0)
     stop: list[str] | str | None = None
-    seed: int | None = None
+    seed: Int64Seed | None = None
     num_ctx: int | None = Field(None, ge=1)
 
 
 class _Base(_Strict):
     model: str | None = None
     stream: bool = True
-    options: Options | None = None
+    options: OllamaOptions | None = None
     keep_alive: str | int | float | None = None
     format: str | dict | None = None
 
 
-class GenerateRequest(_Base):
+class OllamaGenerateRequest(_Base):
     prompt: str = ""
     suffix: str | None = None
     raw: bool = False
@@ -63,13 +67,19 @@ class GenerateRequest(_Base):
     context: list[int] | None = None  # deprecated conversation state: ignored
 
 
-class Message(_Strict):
+class OllamaMessage(_Strict):
     role: str
     content: str = ""
 
 
-class ChatRequest(_Base):
-    messages: list[Message] = Field(default_factory=list)
+class OllamaChatRequest(_Base):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+
+
+class OllamaShowRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    name: str | None = None  # older clients (Continue) send the name here
 
 
 def _now() -> str:
@@ -78,10 +88,6 @@ def _now() -> str:
 
 def _ns(ms: float) -> int:
     return int(ms * 1_000_000)
-
-
-def _line(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
 def build_router(backend: Backend) -> APIRouter:
@@ -100,7 +106,7 @@ def build_router(backend: Backend) -> APIRouter:
                                 stop=[stop] if isinstance(stop, str) else stop)
 
     def limits(req: _Base) -> dict:
-        o = req.options or Options()
+        o = req.options or OllamaOptions()
         n = o.num_predict
         return {"max_new_tokens": None if n is None or n < 0 else n, "n_ctx": o.num_ctx}
 
@@ -113,13 +119,13 @@ def build_router(backend: Backend) -> APIRouter:
 
     def final_fields(g) -> dict:
         c = g.completion
-        reason = "length" if c is not None and c.finish_reason in ("length", "time") else "stop"
-        return {"done": True, "done_reason": reason, "total_duration": _ns(g.total_ms), "load_duration": 0,
+        return {"done": True, "done_reason": finish_reason(c), "total_duration": _ns(g.total_ms), "load_duration": 0,
                 "prompt_eval_count": c.prompt_tokens if c else len(g.prepared.ids),
                 "prompt_eval_duration": _ns(g.prompt_ms),
                 "eval_count": c.completion_tokens if c else 0, "eval_duration": _ns(g.decode_ms)}
 
     async def respond(request: Request, req: _Base, model: str, prepared, chat: bool):
+        refuse_structured(req, ("format",))
         gen = backend.start(prepared, sampling(req, prepared))
 
         def piece(text: str) -> dict:
@@ -128,25 +134,19 @@ def build_router(backend: Backend) -> APIRouter:
             return {"model": model, "created_at": _now(), "response": text}
 
         if not req.stream:
-            try:
-                c = await gen.run(request)
-            except ClientGone:
-                raise APIError(499, "client disconnected") from None
-            return JSONResponse({**piece(c.text), **final_fields(gen)})
+            await run_all([gen], request)
+            return JSONResponse({**piece(gen.text), **final_fields(gen)})
 
         async def lines():
-            try:
-                async for text in gen.deltas():
-                    yield _line({**piece(text), "done": False})
-                yield _line({**piece(""), **final_fields(gen)})
-            except Exception as exc:  # status 200 is already sent: report in-band, as Ollama does
-                yield _line(error_body(OLLAMA, 500, f"generation failed: {exc}"))
+            async for delta in gen.deltas():
+                if delta.text:
+                    yield ndjson({**piece(delta.text), "done": False})
+            yield ndjson({**piece(""), **final_fields(gen)})
 
-        return guarded_stream(lines(), [gen], "application/x-ndjson")
+        return stream_response(lines(), [gen], OLLAMA)
 
-    @router.post("/api/generate")
-    async def generate(request: Request):
-        req: GenerateRequest = await parse_body(request, GenerateRequest)
+    @route(router, "POST", ["/api/generate"], OllamaGenerateRequest)
+    async def generate(request: Request, req: OllamaGenerateRequest):
         model = require_model(req)
         if not req.prompt and not req.suffix:
             return loaded(model, req, chat=False)
@@ -157,9 +157,8 @@ def build_router(backend: Backend) -> APIRouter:
             prepared = await asyncio.to_thread(backend.text_prompt, req.prompt, **lim)
         return await respond(request, req, model, prepared, chat=False)
 
-    @router.post("/api/chat")
-    async def chat(request: Request):
-        req: ChatRequest = await parse_body(request, ChatRequest)
+    @route(router, "POST", ["/api/chat"], OllamaChatRequest)
+    async def chat(request: Request, req: OllamaChatRequest):
         model = require_model(req)
         if not req.messages:
             return loaded(model, req, chat=True)
@@ -189,23 +188,18 @@ def build_router(backend: Backend) -> APIRouter:
         return {"name": name, "model": name, "modified_at": modified, "size": size, "digest": digest,
                 "details": details()}
 
-    @router.get("/api/tags")
-    async def tags():
+    @route(router, "GET", ["/api/tags"])
+    async def tags(request: Request):
         return {"models": [model_entry(backend.model_name)]}
 
-    @router.get("/api/ps")
-    async def ps():
+    @route(router, "GET", ["/api/ps"])
+    async def ps(request: Request):
         entry = model_entry(backend.model_name)
         return {"models": [{**entry, "expires_at": "2318-01-01T00:00:00Z", "size_vram": entry["size"]}]}
 
-    @router.post("/api/show")
-    async def show(request: Request):
-        raw = await request.body()
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise APIError(400, "request body is not valid JSON") from None
-        name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+    @route(router, "POST", ["/api/show"], OllamaShowRequest)
+    async def show(request: Request, req: OllamaShowRequest):
+        name = req.model or req.name
         if not isinstance(name, str) or not name:
             raise APIError(400, "model is required", "model")
         cfg = backend.config
@@ -218,20 +212,30 @@ def build_router(backend: Backend) -> APIRouter:
                          "gemma.attention.head_count": getattr(cfg, "num_attention_heads", 0),
                          "gemma.attention.head_count_kv": getattr(cfg, "num_key_value_heads", 0)})
         return {"license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
-                "modelfile": modelfile(backend.model_dir or backend.model_name, backend.fim_mode,
+                # the model's name, never its directory: clients have no business with server paths
+                "modelfile": modelfile(backend.model_name, backend.fim_mode,
                                        parameters=DEFAULT_OPTIONS),
                 "parameters": parameters_text(DEFAULT_OPTIONS), "template": template, "details": details(),
                 "model_info": info, "capabilities": ["completion", "insert"],
                 "modified_at": model_entry(name)["modified_at"]}
 
-    @router.get("/api/version")
-    async def version():
+    @route(router, "GET", ["/api/version"])
+    async def version(request: Request):
         return {"version": OLLAMA_API_VERSION}
 
-    @router.get("/", response_class=PlainTextResponse)
-    @router.head("/", response_class=PlainTextResponse)
-    async def root():
-        return "Ollama is running"
+    @route(router, "HEAD", ["/"])
+    async def heartbeat(request: Request):
+        """The Ollama client's heartbeat (HEAD /): only the status is read."""
+        return PlainTextResponse("Ollama is running")
+
+    @route(router, "GET", ["/"])
+    async def root(request: Request):
+        """The completion playground, as llama.cpp serves its web page here; "Ollama is running"
+        to a client that asks for plain text only (no Ollama client reads this route's body)."""
+        accept = request.headers.get("accept", "")
+        if "text/plain" in accept and "text/html" not in accept and "*/*" not in accept:
+            return PlainTextResponse("Ollama is running")
+        return HTMLResponse(playground_html(backend))
 
     return router
 

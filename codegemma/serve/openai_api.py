@@ -1,27 +1,49 @@
-"""OpenAI-compatible routes: POST /v1/completions (with `suffix` = FIM), /v1/chat/completions, GET /v1/models.
+"""OpenAI-compatible routes: POST /v1/completions (with `suffix` = FIM), /v1/chat/completions (also
+bare /chat/completions, as llama.cpp serves it), GET /v1/models and /models.
 
-Shapes follow openai-python's `types/completion*.py`; streams are SSE ending in `data: [DONE]`.
-Any model name is accepted (one model is served; replies carry the name the client sent).
-Choices: `index = prompt_index * n + j`; with a seed, choice j uses seed + j.
+Shapes follow openai-python's `types/completion*.py` and `types/chat/*`; streams are SSE ending in
+`data: [DONE]`; replies carry `system_fingerprint`, `usage.prompt_tokens_details.cached_tokens` and
+llama.cpp's `timings`. The first streamed chat chunk is `{"role": "assistant", "content": null}`
+and the last of each choice an empty delta with its finish_reason, as llama.cpp and OpenAI send.
+llama.cpp's extensions are read here too: `n_predict` (wins over max_tokens; 0 only evaluates the
+prompt into the cache: llama.vim's instruction warm-up), `top_k`, `min_p`, `repeat_penalty`,
+`samplers`, `t_max_predict_ms`. A prompt that does not fit the context is refused with
+exceed_context_size_error (n_prompt_tokens, n_ctx), except a rendered FIM prompt, which is cut.
+Any model name is accepted. Choices: `index = prompt_index * n + j`; with a seed, choice j uses seed + j.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import time
+import uuid
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from codegemma.serve.backend import Backend, ClientGone, guarded_stream, merge_deltas, new_id, run_all
-from codegemma.serve.errors import OPENAI, APIError, error_body, parse_body
+from codegemma import __version__
+from codegemma.serve import logprobs
+from codegemma.serve.backend import Backend
+from codegemma.serve.errors import OPENAI, APIError
+from codegemma.serve.limits import Int64Seed
+from codegemma.serve.protocol import (SSE_DONE, finish_reason, logit_bias, merge, refuse_structured, route, run_all,
+                                      sse, stream_response, timings)
 
 MAX_CHOICES = 16  # n * prompts: each is an engine request
-MAX_STOPS = 16  # OpenAI allows 4; Continue sends the six CodeGemma stops
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def fingerprint(backend: Backend) -> str:
+    """system_fingerprint: the server build and the model it serves ("b" first, as llama.cpp's)."""
+    ident = f"{backend.model_dir or backend.model_name}:{backend.n_ctx}:{backend.fim_mode}"
+    return f"b{__version__}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
 
 
 class _Strict(BaseModel):
@@ -37,24 +59,38 @@ class _Sampling(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0)  # vLLM/llama.cpp extension
+    min_p: float | None = Field(None, ge=0, le=1)  # llama.cpp extension
     repetition_penalty: float | None = Field(None, gt=0)  # vLLM extension
+    repeat_penalty: float | None = Field(None, gt=0)  # llama.cpp's name for it
     presence_penalty: float | None = Field(None, ge=-2, le=2)  # accepted, not applied
     frequency_penalty: float | None = Field(None, ge=-2, le=2)  # accepted, not applied
+    logit_bias: dict[str, Any] | list | None = None
+    samplers: list[str] | None = None  # llama.cpp extension
+    n_predict: int | None = Field(None, ge=-1)  # llama.cpp extension: wins over max_tokens
+    t_max_predict_ms: int = Field(0, ge=0)  # llama.cpp extension
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # refused: structured output needs a grammar sampler this server does not have
+    response_format: dict[str, Any] | None = None
+    json_schema: Any = None
+    grammar: str | None = None
 
     def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > MAX_STOPS:
-            raise APIError(400, f"'stop' has {len(stops)} entries; at most {MAX_STOPS} are allowed", "stop")
-        return [s for s in stops if s]
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def limit(self, *limits: int | None) -> int | None:
+        """Tokens to generate: n_predict if given (llama.cpp), else the first limit set; None or -1: all."""
+        for n in (self.n_predict, *limits):
+            if n is not None:
+                return None if n < 0 else n
+        return None
 
 
-class CompletionRequest(_Sampling):
+class OpenAICompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
     max_tokens: int | None = Field(16, ge=0)
@@ -63,13 +99,12 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(None, ge=0, le=5)
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+class ContentPart(_Strict):
     type: str
     text: str | None = None
 
 
-class ChatMessage(_Strict):
+class OpenAIChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
 
@@ -83,39 +118,55 @@ class ChatMessage(_Strict):
         return "".join(p.text or "" for p in self.content)
 
 
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+def chat_messages(messages: list[OpenAIChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.text()} for m in messages]
+
+
+class OpenAIChatRequest(_Sampling):
+    messages: list[OpenAIChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=0)
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
-def _sse(obj) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+def usage(gens) -> dict:
+    cs = [g.completion for g in gens if g.completion is not None]
+    p = sum(c.prompt_tokens for c in cs)
+    g = sum(c.completion_tokens for c in cs)
+    return {"prompt_tokens": p, "completion_tokens": g, "total_tokens": p + g,
+            "prompt_tokens_details": {"cached_tokens": sum(c.cached_tokens for c in cs)}}
 
 
-def _usage(completions) -> dict:
-    p = sum(c.prompt_tokens for c in completions if c is not None)
-    g = sum(c.completion_tokens for c in completions if c is not None)
-    return {"prompt_tokens": p, "completion_tokens": g, "total_tokens": p + g}
-
-
-def _finish(c) -> str:
-    # OpenAI knows stop | length (| content_filter): a time limit or a cancel reads as length/stop.
-    return "length" if c is not None and c.finish_reason in ("length", "time") else "stop"
+def timings_of(gens) -> dict:
+    g = gens[0]
+    c = g.completion
+    if c is None:
+        return timings(g, len(g.prepared.ids), 0, 0)
+    return timings(g, c.prompt_tokens - c.cached_tokens, c.cached_tokens, c.completion_tokens)
 
 
 def build_router(backend: Backend) -> APIRouter:
     router = APIRouter()
+    pieces = logprobs.Pieces(backend.tokenizer)
+    stop_ids = backend.stop_ids
+    system_fingerprint = fingerprint(backend)
 
-    def sampling(req: _Sampling, prepared, j: int):
+    def sampling(req: _Sampling, prepared, j: int, n_logprobs: int, warm: bool):
+        if warm:
+            return backend.warm_params()
         seed = None if req.seed is None else req.seed + j
-        temperature = 1.0 if req.temperature is None else req.temperature
-        return backend.sampling(prepared, temperature=temperature, top_k=req.top_k or 0,
-                                top_p=1.0 if req.top_p is None else req.top_p,
-                                repetition_penalty=req.repetition_penalty or 1.0, seed=seed, stop=req.stops())
+        return backend.sampling(
+            prepared, temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k or 0,
+            top_p=1.0 if req.top_p is None else req.top_p, min_p=req.min_p or 0.0,
+            repetition_penalty=req.repetition_penalty or req.repeat_penalty or 1.0, seed=seed, stop=req.stops(),
+            max_time_ms=float(req.t_max_predict_ms) or None, logit_bias=logit_bias(req.logit_bias, backend.tokenizer),
+            samplers=req.samplers, logprobs=n_logprobs)
 
-    def prompts_of(req: CompletionRequest) -> list:
+    def token_items(items):
+        return [t for t in items if t.token_id not in stop_ids]
+
+    def prompts_of(req: OpenAICompletionRequest) -> list:
         p = req.prompt
         if isinstance(p, str):
             return [p]
@@ -125,11 +176,9 @@ def build_router(backend: Backend) -> APIRouter:
             return [p]
         return list(p)
 
-    @router.post("/v1/completions")
-    async def completions(request: Request):
-        req: CompletionRequest = await parse_body(request, CompletionRequest)
-        if req.logprobs:
-            raise APIError(400, "logprobs are not supported by this server; leave 'logprobs' unset", "logprobs")
+    @route(router, "POST", ["/v1/completions"], OpenAICompletionRequest)
+    async def completions(request: Request, req: OpenAICompletionRequest):
+        refuse_structured(req)
         if req.best_of is not None and req.best_of != req.n:
             raise APIError(400, "best_of different from n is not supported; leave 'best_of' unset", "best_of")
         prompts = prompts_of(req)
@@ -137,106 +186,116 @@ def build_router(backend: Backend) -> APIRouter:
             raise APIError(400, f"{len(prompts)} prompts x n={req.n} is more than {MAX_CHOICES} choices", "n")
         if req.suffix is not None and any(not isinstance(p, str) for p in prompts):
             raise APIError(400, "'suffix' needs 'prompt' as text, not token ids", "suffix")
+        limit = req.limit(req.max_tokens)
+        warm = limit == 0  # n_predict 0 (llama.cpp): only evaluate the prompt into the cache
+        n_lp = req.logprobs if req.logprobs is not None else 0
         model = req.model or backend.model_name
         prepared = []
         for p in prompts:  # tokenising a long prompt is done off the event loop
             if isinstance(p, list):
-                job = partial(backend.token_prompt, p)
+                job = partial(backend.token_prompt, p, cut=False)
             elif req.suffix is not None:  # FIM: prompt is the text before the cursor
                 job = partial(backend.fim_prompt, p, req.suffix)
             else:
-                job = partial(backend.text_prompt, p)
-            prepared.append(await asyncio.to_thread(job, max_new_tokens=req.max_tokens))
+                job = partial(backend.text_prompt, p, cut=False)
+            prepared.append(await asyncio.to_thread(job, max_new_tokens=limit))
         echoes = [p if isinstance(p, str) else backend.tokenizer.decode(p) for p in prompts]
-        gens = backend.start_all([(pp, sampling(req, pp, j)) for pp in prepared for j in range(req.n)])
+        gens = backend.start_all([(pp, sampling(req, pp, j, max(n_lp, 1) if req.logprobs is not None else 0, warm))
+                                  for pp in prepared for j in range(req.n)])
         cid, created = new_id("cmpl"), int(time.time())
 
         def base(choices):
             return {"id": cid, "object": "text_completion", "created": created, "model": model,
-                    "choices": choices}
+                    "system_fingerprint": system_fingerprint, "choices": choices}
+
+        def lp(items, offset: int):
+            return logprobs.openai_completion(token_items(items), pieces, n_lp, offset) \
+                if req.logprobs is not None else None
 
         if not req.stream:
-            try:
-                results = await run_all(gens, request)
-            except ClientGone:
-                raise APIError(499, "client disconnected") from None
-            choices = [{"index": i, "text": (echoes[i // req.n] if req.echo else "") + c.text,
-                        "logprobs": None, "finish_reason": _finish(c)} for i, c in enumerate(results)]
-            return JSONResponse({**base(choices), "usage": _usage(results)})
+            await run_all(gens, request)
+            choices = []
+            for i, g in enumerate(gens):
+                echo = echoes[i // req.n] if req.echo else ""
+                choices.append({"index": i, "text": echo + g.text,
+                                "logprobs": lp(getattr(g.completion, "logprobs", None) or [], len(echo)),
+                                "finish_reason": finish_reason(g.completion)})
+            return JSONResponse({**base(choices), "usage": usage(gens), "timings": timings_of(gens)})
 
         async def events():
-            try:
-                if req.echo:
-                    for i in range(len(gens)):
-                        yield _sse(base([{"index": i, "text": echoes[i // req.n], "logprobs": None,
-                                          "finish_reason": None}]))
-                async for i, text in merge_deltas(gens):
-                    if text is None:
-                        c = gens[i].completion
-                        yield _sse(base([{"index": i, "text": "", "logprobs": None, "finish_reason": _finish(c)}]))
-                    else:
-                        yield _sse(base([{"index": i, "text": text, "logprobs": None, "finish_reason": None}]))
-                if req.stream_options and req.stream_options.include_usage:
-                    yield _sse({**base([]), "usage": _usage([g.completion for g in gens])})
-            except Exception as exc:  # mid-stream: the status is already 200, report in-band
-                yield _sse(error_body(OPENAI, 500, f"generation failed: {exc}"))
-            yield "data: [DONE]\n\n"
+            offsets = [len(echoes[i // req.n]) if req.echo else 0 for i in range(len(gens))]
+            if req.echo:
+                for i in range(len(gens)):
+                    yield sse(base([{"index": i, "text": echoes[i // req.n], "logprobs": None, "finish_reason": None}]))
+            async for i, delta in merge(gens):
+                if delta is None:
+                    yield sse(base([{"index": i, "text": "", "logprobs": None,
+                                     "finish_reason": finish_reason(gens[i].completion)}]))
+                elif delta.text or (req.logprobs is not None and token_items(delta.logprobs)):
+                    yield sse(base([{"index": i, "text": delta.text, "logprobs": lp(delta.logprobs, offsets[i]),
+                                     "finish_reason": None}]))
+                    offsets[i] += len(delta.text)
+            if req.stream_options and req.stream_options.include_usage:
+                yield sse({**base([]), "usage": usage(gens), "timings": timings_of(gens)})
 
-        return guarded_stream(events(), gens, "text/event-stream")
+        return stream_response(events(), gens, OPENAI, done=SSE_DONE)
 
-    @router.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        req: ChatRequest = await parse_body(request, ChatRequest)
-        if req.logprobs:
-            raise APIError(400, "logprobs are not supported by this server", "logprobs")
-        limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        prepared = await asyncio.to_thread(backend.chat_prompt, messages, max_new_tokens=limit)
+    @route(router, "POST", ["/v1/chat/completions", "/chat/completions"], OpenAIChatRequest)
+    async def chat_completions(request: Request, req: OpenAIChatRequest):
+        refuse_structured(req)
+        limit = req.limit(req.max_completion_tokens, req.max_tokens)
+        warm = limit == 0  # llama.vim's instruction warm-up (n_predict 0): cache the conversation only
+        n_lp = (req.top_logprobs or 0) if req.logprobs else 0
+        prepared = await asyncio.to_thread(backend.chat_prompt, chat_messages(req.messages), max_new_tokens=limit)
         model = req.model or backend.model_name
-        gens = backend.start_all([(prepared, sampling(req, prepared, j)) for j in range(req.n)])
+        gens = backend.start_all([(prepared, sampling(req, prepared, j, max(n_lp, 1) if req.logprobs else 0, warm))
+                                  for j in range(req.n)])
         cid, created = new_id("chatcmpl"), int(time.time())
 
-        if not req.stream:
-            try:
-                results = await run_all(gens, request)
-            except ClientGone:
-                raise APIError(499, "client disconnected") from None
-            choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
-                        "logprobs": None, "finish_reason": _finish(c)} for i, c in enumerate(results)]
-            return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
-                                 "choices": choices, "usage": _usage(results)})
+        def lp(items):
+            return logprobs.openai_chat(token_items(items), pieces, n_lp) if req.logprobs else None
 
-        def chunk(choices, **extra):
-            return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": choices, **extra})
+        def envelope(obj: str, choices, **extra) -> dict:
+            return {"id": cid, "object": obj, "created": created, "model": model,
+                    "system_fingerprint": system_fingerprint, "choices": choices, **extra}
+
+        if not req.stream:
+            await run_all(gens, request)
+            choices = [{"index": i, "message": {"role": "assistant", "content": g.text},
+                        "logprobs": lp(getattr(g.completion, "logprobs", None) or []),
+                        "finish_reason": finish_reason(g.completion)} for i, g in enumerate(gens)]
+            return JSONResponse(envelope("chat.completion", choices, usage=usage(gens), timings=timings_of(gens)))
+
+        def chunk(choices, **extra) -> str:
+            return sse(envelope("chat.completion.chunk", choices, **extra))
 
         async def events():
-            try:
-                for i in range(len(gens)):
-                    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                                  "logprobs": None, "finish_reason": None}])
-                async for i, text in merge_deltas(gens):
-                    if text is None:
-                        yield chunk([{"index": i, "delta": {}, "logprobs": None,
-                                      "finish_reason": _finish(gens[i].completion)}])
-                    else:
-                        yield chunk([{"index": i, "delta": {"content": text}, "logprobs": None,
-                                      "finish_reason": None}])
-                if req.stream_options and req.stream_options.include_usage:
-                    yield chunk([], usage=_usage([g.completion for g in gens]))
-            except Exception as exc:
-                yield _sse(error_body(OPENAI, 500, f"generation failed: {exc}"))
-            yield "data: [DONE]\n\n"
+            for i in range(len(gens)):
+                yield chunk([{"index": i, "delta": {"role": "assistant", "content": None}, "logprobs": None,
+                              "finish_reason": None}])
+            async for i, delta in merge(gens):
+                if delta is None:
+                    yield chunk([{"index": i, "delta": {}, "logprobs": None,
+                                  "finish_reason": finish_reason(gens[i].completion)}])
+                elif delta.text or (req.logprobs and token_items(delta.logprobs)):
+                    yield chunk([{"index": i, "delta": {"content": delta.text}, "logprobs": lp(delta.logprobs),
+                                  "finish_reason": None}])
+            if req.stream_options and req.stream_options.include_usage:
+                yield chunk([], usage=usage(gens), timings=timings_of(gens))
 
-        return guarded_stream(events(), gens, "text/event-stream")
+        return stream_response(events(), gens, OPENAI, done=SSE_DONE)
 
-    @router.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": backend.model_name, "object": "model",
-                                            "created": backend.created, "owned_by": "codegemma"}]}
+    def model_card(model_id: str) -> dict:
+        return {"id": model_id, "object": "model", "created": backend.created, "owned_by": "codegemma",
+                "meta": {"n_ctx_train": getattr(backend.config, "max_position_embeddings", backend.n_ctx),
+                         "n_vocab": backend.tokenizer.vocab_size, "n_ctx": backend.n_ctx}}
+
+    @route(router, "GET", ["/v1/models", "/models"])
+    async def models(request: Request):
+        return {"object": "list", "data": [model_card(backend.model_name)]}
 
     @router.get("/v1/models/{model_id:path}")
     async def model(model_id: str):
-        return {"id": model_id, "object": "model", "created": backend.created, "owned_by": "codegemma"}
+        return model_card(model_id)
 
     return router

@@ -4,6 +4,7 @@ processes (`python -m codegemma serve`) on free loopback ports, shared by the wh
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model_dir: Path, log_path: Path, *extra: str):
+    def __init__(self, model_dir: Path, log_path: Path, *extra: str, files_limit: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -63,7 +64,10 @@ class ServerProcess:
         # One torch thread: the model is tiny, and spinning OpenMP threads of two servers on a
         # busy 2-core machine slow every decode step down badly.
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        # files_limit: the server's RLIMIT_NOFILE, soft and hard (as on hosts whose default is 1024)
+        limit = None if files_limit is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                            (files_limit, files_limit))
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -94,8 +98,8 @@ class ServerProcess:
         assert self.proc.poll() is None, f"the server died:\n{self.log()}"
 
 
-def _start(tmp_path_factory, model_dir, name, *extra) -> ServerProcess:
-    server = ServerProcess(model_dir, tmp_path_factory.mktemp(name) / "server.log", *extra)
+def _start(tmp_path_factory, model_dir, name, *extra, files_limit: int | None = None) -> ServerProcess:
+    server = ServerProcess(model_dir, tmp_path_factory.mktemp(name) / "server.log", *extra, files_limit=files_limit)
     try:
         server.wait_ready()
     except BaseException:
@@ -123,8 +127,10 @@ def guarded_server(tmp_path_factory, model_dir):
 
 @pytest.fixture(scope="session")
 def spm_server(tmp_path_factory, model_dir):
-    """A server that renders infill prompts suffix first (`--fim-mode spm`)."""
-    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm")
+    """A server that renders infill prompts suffix first (`--fim-mode spm`), with llama-server's
+    request defaults set (--n-predict, --temp, --seed) and /slots off."""
+    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm", "--n-predict", "5",
+               "--temp", "0", "--seed", "3", "--no-slots", "--cors-origins", "localhost,https://editor.example")
     yield s
     s.stop()
 

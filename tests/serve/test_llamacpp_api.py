@@ -171,3 +171,158 @@ def test_fim_mode_spm_renders_every_infill_suffix_first(spm_client):
     psm = spm_client.post("/completion", json={"prompt": render_fim(PREFIX, SUFFIX), **GREEDY}).json()
     assert r["content"] == spm["content"]
     assert psm["content"] != spm["content"]     # the two orders are told apart by this model
+
+
+def needs_engine(field: str):
+    """Marks a test of a SamplingParams field the engine helper adds (wave 2)."""
+    import dataclasses
+
+    from codegemma.infer.sampling import SamplingParams
+
+    have = {f.name for f in dataclasses.fields(SamplingParams)}
+    return pytest.mark.skipif(field not in have, reason=f"needs the engine's {field}")
+
+
+def test_reply_carries_prompt_tokens_and_has_new_line(client):
+    r = infill(client, n_predict=24, return_tokens=True)
+    ids = r["tokens"]
+    assert ids and all(isinstance(i, int) for i in ids)
+    assert client.post("/detokenize", json={"tokens": ids}).json()["content"] == r["content"]
+    assert r["prompt"] == "<bos>" + render_fim(PREFIX, SUFFIX)  # the processed prompt, as llama.cpp's
+    assert r["has_new_line"] == ("\n" in r["content"])
+    assert infill(client)["tokens"] == []  # only with return_tokens, as llama.cpp
+
+
+def test_streamed_events_carry_ids_and_the_last_has_new_line_of_the_whole_output(client):
+    body = {"input_prefix": "import os\nimport sys\n", "input_suffix": "\n", "n_predict": 48, "temperature": 0}
+    whole = client.post("/infill", json=body).json()["content"]
+    assert "\n" in whole, "the test model's reply has no newline: pick another prefix"
+    with client.stream("POST", "/infill", json={**body, "stream": True}) as r:
+        events = [json.loads(ln[len("data: "):]) for ln in r.iter_lines() if ln]
+    assert all(e["tokens"] for e in events[:-1])  # llama.cpp streams ids with every piece
+    assert "".join(e["content"] for e in events) == whole
+    assert events[-1]["stop"] is True and events[-1]["content"] == ""
+    assert events[-1]["has_new_line"] is True  # of the whole output, not of the last (empty) piece
+
+
+def test_tokenize_and_detokenize(client):
+    text = "def f(x):\n    return x  # é"
+    ids = client.post("/tokenize", json={"content": text}).json()["tokens"]
+    assert all(isinstance(i, int) for i in ids)
+    assert client.post("/detokenize", json={"tokens": ids}).json()["content"] == text
+    with_bos = client.post("/tokenize", json={"content": text, "add_special": True}).json()["tokens"]
+    assert with_bos[1:] == ids and with_bos[0] != ids[0]
+    pieces = client.post("/tokenize", json={"content": text, "with_pieces": True}).json()["tokens"]
+    assert [p["id"] for p in pieces] == ids
+    assert "".join(p["piece"] for p in pieces if isinstance(p["piece"], str)).startswith("def f(x):\n    return")
+    special = client.post("/tokenize", json={"content": "<|fim_prefix|>"}).json()["tokens"]
+    plain = client.post("/tokenize", json={"content": "<|fim_prefix|>", "parse_special": False}).json()["tokens"]
+    assert len(special) == 1 and len(plain) > 1
+    _llamacpp_error(client.post("/detokenize", json={"tokens": [10**9]}), 400)
+
+
+def test_prompt_shapes_of_completion(client):
+    ids = client.post("/tokenize", json={"content": "x = 1\n", "add_special": True}).json()["tokens"]
+    one = client.post("/completion", json={"prompt": ids, **GREEDY}).json()
+    text = client.post("/completion", json={"prompt": "x = 1\n", **GREEDY}).json()
+    assert one["content"] == text["content"] and one["tokens_evaluated"] == len(ids)
+    many = client.post("/completion", json={"prompt": [ids, "x = 1\n"], **GREEDY}).json()
+    assert [m["content"] for m in many] == [one["content"]] * 2
+    mixed = client.post("/completion", json={"prompt": ["x = ", 16, "\n"], **GREEDY})  # ids and texts in one
+    assert mixed.status_code == 200 and isinstance(mixed.json()["content"], str)
+    obj = client.post("/completion", json={"prompt": {"prompt_string": "x = 1\n"}, **GREEDY}).json()
+    assert obj["content"] == text["content"]
+    _llamacpp_error(client.post("/completion", json={"prompt": {"prompt_string": "x", "multimodal_data": ["AA=="]}}), 400)
+
+
+def test_plain_prompt_too_long_is_refused_with_llamacpp_overflow_error(client):
+    from tests.serve.conftest import MAX_SEQ_LEN
+
+    prose = "the quick brown fox jumps over the lazy dog " * 200
+    err = _llamacpp_error(client.post("/completion", json={"prompt": prose, "n_predict": 4}), 400)
+    assert err["type"] == "exceed_context_size_error"
+    assert err["n_ctx"] == MAX_SEQ_LEN and err["n_prompt_tokens"] > MAX_SEQ_LEN
+
+
+def test_structured_output_is_refused_naming_the_field(client):
+    for field, value in (("grammar", 'root ::= "a"'), ("json_schema", {"type": "object"}),
+                         ("response_format", {"type": "json_object"})):
+        err = _llamacpp_error(client.post("/completion", json={"prompt": "x", field: value}), 400)
+        assert field in err["message"]
+
+
+def test_slots_and_props(client):
+    from tests.serve.conftest import MAX_SEQ_LEN
+
+    slots = client.get("/slots").json()
+    assert [s["id"] for s in slots] == [0, 1, 2, 3]
+    assert all(s["n_ctx"] == MAX_SEQ_LEN and isinstance(s["is_processing"], bool) for s in slots)
+    props = client.get("/props").json()
+    params = props["default_generation_settings"]["params"]
+    assert params["temperature"] == 0.8 and params["top_k"] == 40 and params["n_predict"] == -1
+    assert props["model_alias"] == "codegemma-debug" and props["modalities"] == {"vision": False, "audio": False}
+
+
+def test_n_predict_zero_on_every_route_generates_nothing(client):
+    chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "n_predict": 0,
+                                                     "samplers": [], "response_fields": [""], "id_slot": 7})
+    assert chat.status_code == 200 and chat.json()["usage"]["completion_tokens"] == 0
+    assert chat.json()["choices"][0]["message"]["content"] == ""
+    r = client.post("/completion", json={"prompt": "x = 1\n", "n_predict": 0}).json()
+    assert r["content"] == "" and r["tokens_predicted"] == 0
+
+
+@needs_engine("logprobs")
+def test_n_probs(client):
+    r = infill(client, n_probs=3, n_predict=4)
+    probs = r["completion_probabilities"]
+    assert len(probs) == 4 and all(len(p["top_logprobs"]) == 3 and p["logprob"] <= 0 for p in probs)
+    assert "".join(p["token"] for p in probs) == r["content"]
+    post = infill(client, n_probs=3, n_predict=4, post_sampling_probs=True)["completion_probabilities"]
+    assert all(0 < p["prob"] <= 1 for p in post)
+
+
+@needs_engine("logit_bias")
+def test_logit_bias_bans_a_token(client):
+    r = infill(client, n_predict=4, return_tokens=True)
+    first = r["tokens"][0]
+    banned = infill(client, n_predict=4, return_tokens=True, logit_bias=[[first, False]])
+    assert first not in banned["tokens"]
+    as_object = infill(client, n_predict=4, return_tokens=True, logit_bias={str(first): -1e9})
+    assert as_object["tokens"] == banned["tokens"]
+
+
+@needs_engine("samplers")
+def test_samplers_list(client):
+    assert infill(client, samplers=["top_k", "top_p", "infill"])["content"] is not None
+    err = _llamacpp_error(client.post("/infill", json={"input_prefix": "", "input_suffix": "", "samplers": ["bogus"]}), 400)
+    assert "bogus" in err["message"]
+
+
+def test_server_request_defaults_and_no_slots(spm_client):
+    r = spm_client.post("/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX}).json()
+    assert r["tokens_predicted"] == 5  # --n-predict: the limit of a request that sets none
+    settings = r["generation_settings"]
+    assert settings["n_predict"] == 5 and settings["temperature"] == 0 and settings["seed"] == 3
+    assert spm_client.post("/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 7}
+                           ).json()["tokens_predicted"] == 7  # a default, not a cap (as llama-server)
+    again = spm_client.post("/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX}).json()
+    assert again["content"] == r["content"]  # --temp 0: greedy
+    params = spm_client.get("/props").json()["default_generation_settings"]["params"]
+    assert (params["n_predict"], params["temperature"], params["seed"]) == (5, 0, 3)
+    assert _llamacpp_error(spm_client.get("/slots"), 501)["type"] == "not_supported_error"
+
+
+def test_cors_origins_list(spm_client):
+    def preflight(origin):
+        return spm_client.options("/completion", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+
+    for allowed in ("http://localhost:5173", "http://127.0.0.1", "http://[::1]:3000", "https://editor.example"):
+        r = preflight(allowed)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == allowed
+        assert r.headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS"
+    for refused in ("http://localhost.evil.com", "https://evil.com", "http://notlocalhost"):
+        r = preflight(refused)
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    r = spm_client.get("/health", headers={"Origin": "https://evil.com"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers

@@ -106,7 +106,9 @@ def _openai_error(r, status, param=None):
     ('{"prompt": "x", "stream": "yes"}', "stream"),
     ('{"max_tokens": 5}', "prompt"),
     ('{"prompt": "x", "n": 0}', "n"),
-    ('{"prompt": "x", "logprobs": 2}', "logprobs"),
+    ('{"prompt": "x", "logprobs": 6}', "logprobs"),
+    ('{"prompt": "x", "response_format": {"type": "json_object"}}', "response_format"),
+    ('{"prompt": "x", "logit_bias": {"not a token id or text": "big"}}', "logit_bias"),
 ])
 def test_bad_completion_requests_get_400_in_openai_shape(client, body, param):
     err = _openai_error(client.post("/v1/completions", content=body), 400, param)
@@ -151,3 +153,98 @@ def test_streamed_choices_carry_their_index(client):
         if choice["finish_reason"]:
             finished.append(choice["index"])
     assert sorted(finished) == [0, 1] and texts[0] == texts[1] and texts[0]
+
+
+def test_replies_carry_fingerprint_cached_tokens_and_timings(client):
+    body = {"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 4, "temperature": 0}
+    first = client.post("/v1/completions", json=body).json()
+    again = client.post("/v1/completions", json=body).json()
+    assert first["system_fingerprint"].startswith("b") and again["system_fingerprint"] == first["system_fingerprint"]
+    cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert 0 < cached <= again["usage"]["prompt_tokens"]  # the same prompt again: its prefix is reused
+    assert again["timings"]["cache_n"] == cached
+
+
+def test_first_chat_delta_is_role_with_null_content_and_the_last_is_empty(client):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0, "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        chunks = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: {")]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    assert all("role" not in c["choices"][0]["delta"] for c in chunks[1:])
+    assert chunks[-1]["choices"][0]["delta"] == {} and chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert len({c["id"] for c in chunks}) == 1 and all(c["system_fingerprint"] for c in chunks)
+
+
+def test_bare_routes_as_llamacpp_serves_them(server):
+    bare = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+    r = bare.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                                     temperature=0)
+    assert r.choices[0].message.role == "assistant" and r.usage.completion_tokens == 3
+    assert [m.id for m in bare.models.list().data] == ["codegemma-debug"]
+
+
+def test_n_predict_wins_over_max_tokens(client):
+    r = client.post("/v1/completions", json={"prompt": "x = ", "max_tokens": 9, "n_predict": 2, "temperature": 0})
+    assert r.json()["usage"]["completion_tokens"] == 2
+
+
+def test_overflowing_conversation_gets_the_overflow_error(client):
+    from tests.serve.conftest import MAX_SEQ_LEN
+
+    messages = [{"role": "user", "content": "What is the best book? " * 20}] * 10
+    r = client.post("/v1/chat/completions", json={"messages": messages})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["type"] == "exceed_context_size_error" and err["n_ctx"] == MAX_SEQ_LEN
+    assert err["n_prompt_tokens"] > MAX_SEQ_LEN
+    bare = client.post("/chat/completions", json={"messages": messages}).json()["error"]
+    assert bare["code"] == 400 and bare["type"] == "exceed_context_size_error"  # llama.cpp's shape
+
+
+@pytest.mark.parametrize("extra", [{"response_format": {"type": "json_object"}},
+                                   {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+                                   {"grammar": 'root ::= "a"'}, {"json_schema": {"const": "42"}}])
+def test_structured_output_is_refused(client, extra):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra}
+    err = _openai_error(client.post("/v1/chat/completions", json=body), 400, next(iter(extra)))
+    assert "structured output" in err["message"]
+    plain = client.post("/v1/chat/completions", json={**body, **{k: None for k in extra},
+                                                      "response_format": {"type": "text"}})
+    assert plain.status_code == 200  # {"type": "text"} asks for what the server does
+
+
+def _engine_has(field):
+    import dataclasses
+
+    from codegemma.infer.sampling import SamplingParams
+
+    return pytest.mark.skipif(field not in {f.name for f in dataclasses.fields(SamplingParams)},
+                              reason=f"needs the engine's {field}")
+
+
+@_engine_has("logprobs")
+def test_logprobs_on_completions_and_chat(oai):
+    r = oai.completions.create(model="m", prompt=PREFIX, suffix=SUFFIX, max_tokens=4, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text and len(lp.top_logprobs) == 4
+    assert all(v <= 0 for v in lp.token_logprobs) and all(len(t) <= 2 for t in lp.top_logprobs)
+    messages = [{"role": "user", "content": "hi"}]
+    c = oai.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0, logprobs=True,
+                                    top_logprobs=3)
+    content = c.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == c.choices[0].message.content
+    assert all(len(t.top_logprobs) == 3 and t.bytes is not None for t in content)
+    streamed = oai.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0, logprobs=True,
+                                           top_logprobs=3, stream=True)
+    tokens = [t.token for ch in streamed if ch.choices and ch.choices[0].logprobs
+              for t in ch.choices[0].logprobs.content]
+    assert "".join(tokens) == c.choices[0].message.content
+
+
+@_engine_has("logit_bias")
+def test_logit_bias_by_token_id(client):
+    body = {"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 3, "temperature": 0}
+    text = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    first = client.post("/tokenize", json={"content": text, "parse_special": False}).json()["tokens"][0]
+    biased = client.post("/v1/completions", json={**body, "logit_bias": {str(first): -100}}).json()
+    assert not biased["choices"][0]["text"].startswith(text)

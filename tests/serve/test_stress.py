@@ -109,11 +109,11 @@ def test_full_queue_answers_429_with_retry_after(guarded_server):
 
 @pytest.mark.parametrize("path, method, shape", [
     ("/v1/models", "GET", "openai"), ("/api/tags", "GET", "ollama"), ("/infill", "POST", "llamacpp"),
-    ("/metrics", "GET", "llamacpp"), ("/", "GET", "ollama"),
+    ("/metrics", "GET", "llamacpp"), ("/api/version", "GET", "ollama"), ("/chat/completions", "POST", "llamacpp"),
 ])
 def test_api_key_is_required_except_on_health(guarded_server, path, method, shape):
     with httpx.Client(base_url=guarded_server.url, timeout=30) as c:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekrit"}):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekrit"}, {"X-Api-Key": "wrong"}):
             r = c.request(method, path, headers=headers, json={"input_prefix": "", "input_suffix": ""})
             assert r.status_code == 401
             err = r.json()["error"]
@@ -124,9 +124,25 @@ def test_api_key_is_required_except_on_health(guarded_server, path, method, shap
             else:
                 assert err["code"] == 401
         assert c.get("/health").status_code == 200
-        ok = c.request(method, path, headers=AUTH,
-                       json={"input_prefix": "", "input_suffix": "", "n_predict": 0})
-        assert ok.status_code == 200
+        body = {"input_prefix": "", "input_suffix": "", "n_predict": 0, "messages": [{"role": "user", "content": "x"}]}
+        for headers in (AUTH, {"X-Api-Key": "sekrit"}):  # llama.cpp takes either header
+            assert c.request(method, path, headers=headers, json=body).status_code == 200
+
+
+def test_probes_playground_and_preflights_need_no_key(guarded_server):
+    with httpx.Client(base_url=guarded_server.url, timeout=30) as c:
+        assert c.head("/").status_code == 200  # the Ollama client's heartbeat
+        assert c.get("/", headers={"Accept": "text/plain"}).text == "Ollama is running"
+        assert c.get("/").text.startswith("<!doctype html>")  # the playground, as curl or a browser sees it
+        # A browser's preflight carries no credentials: it is answered before the key is checked.
+        pre = c.options("/infill", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                                            "Access-Control-Request-Headers": "Authorization"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert pre.headers["access-control-allow-credentials"] == "true"
+        r = c.post("/infill", headers={**AUTH, "Origin": "http://localhost:3000"},
+                   json={"input_prefix": "", "input_suffix": "", "n_predict": 0})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert c.post("/infill", headers={"Origin": "http://localhost:3000"}, json={}).status_code == 401
 
 
 def test_openai_client_with_api_key(guarded_server):
