@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from codegemma.model.attention import Attention
 from codegemma.model.layers import GeGLU
@@ -29,10 +30,23 @@ from codegemma.model.layers import GeGLU
 class DecodeAttention(Attention):
     """Attention with a decode path: one query per row (T == 1) against the cache, as plain matmuls.
     cuBLAS GEMV (fused by torch.compile) beats the fused SDPA kernels there: those parallelise over
-    query blocks and get about one block per head. Other shapes take the model's own path."""
+    query blocks and get about one block per head. A prefill chunk (a SlotView with tail=True:
+    the queries are the last positions of the keys) is causal aligned bottom right: SDPA's
+    lower-right causal bias runs it in flash attention with no mask tensor. Other shapes take the
+    model's own path."""
+
+    def forward(self, x, cos, sin, positions, cache=None, attn_mask=None):
+        if attn_mask is None and getattr(cache, "tail", False) and x.shape[1] > 1:
+            attn_mask = causal_lower_right(x.shape[1], cache.kv_len)
+        return super().forward(x, cos, sin, positions, cache, attn_mask)
 
     def attend(self, q, k, v, attn_mask, is_causal):
         b, _, t, _ = q.shape
+        if isinstance(attn_mask, CausalBias):
+            if self.n_kv != self.n_heads:  # flash's lower-right path takes equal head counts
+                k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+                v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.head_dim ** -0.5)
         if t != 1 or attn_mask is None or attn_mask.dtype != torch.bool:
             return super().attend(q, k, v, attn_mask, is_causal)
         rep = self.n_heads // self.n_kv

@@ -1,0 +1,451 @@
+"""Choosing tokens: each request's sampler chain over its logit rows, and the verification of draft
+tokens (lossless speculative sampling).
+
+A batch of logit rows [N, V] holds `Run`s. A run is one request's rows: one row for a plain decode
+step, or k + 1 rows for a speculative verification (the next token fed with k drafts; row i is the
+distribution after drafts[:i]). `TokenChooser.choose` returns, per run, the tokens to emit: the
+drafts accepted and one token more.
+
+Lossless verification. Drafts are deterministic proposals (the slot's previous completion, prompt
+lookup): a point-mass draft distribution q. The rejection rule of Leviathan et al. / Chen et al.
+then reads: accept draft x with probability p(x), where p is the request's processed distribution
+at that position; otherwise emit a token from the residual, p without x, renormalised. We realise
+the rule with the coupling plain sampling already uses: the request's generator supplies one
+uniform u per emitted token, p's inverse CDF maps u to a token, and the draft is accepted iff it is
+that token. Then P(accept) = p(x), and after a rejection the token is distributed as p given
+"not x", which is the residual. So the output distribution is exactly that of plain sampling, and
+a seeded request even emits the same tokens with drafts on or off (the uniforms are consumed one
+per emitted token either way; only floating-point differences between a multi-token pass and
+one-token steps can move a boundary). Greedy rows are the limit: the argmax.
+
+The repetition penalty of row i uses the ids seen so far plus drafts[:i]: the history that row has
+if it is reached at all (rows after a rejection are never used).
+
+Where the work runs: the chain up to llama.cpp's "infill" sampler runs on the logits' device,
+vectorised over rows with the same chain. "infill" compares the text of candidate tokens, so it
+and everything after it run in Python on the few candidates left (at most INFILL_CANDIDATES:
+llama.cpp compares every pair, so editors put it after top_k), row by row, stopping at a rejection.
+A row whose logits are not finite fails its request alone (`Choice.error`); the other runs are
+unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from codegemma.infer.requests import TokenLogprob
+from codegemma.infer.sampling import MAX_TEMPERATURE, SamplingParams
+
+INFILL_CANDIDATES = 1024  # most candidates the infill sampler looks at (the most probable ones)
+NEG_INF = float("-inf")
+
+
+@dataclass
+class Run:
+    params: SamplingParams
+    start: int  # its first row in the logits
+    drafts: list[int]  # row start + i is checked against drafts[i]; len(drafts) + 1 rows in all
+    generator: torch.Generator | None = None  # None for greedy requests
+    seen_row: int = -1  # its row in the engine's seen-ids mask (repetition penalty), -1 if unused
+
+    @property
+    def rows(self) -> int:
+        return len(self.drafts) + 1
+
+
+@dataclass
+class Choice:
+    tokens: list[int]  # accepted drafts + one more token (empty on error)
+    error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # raw model log-softmax (when params.logprobs > 0)
+    probs: list[TokenLogprob] | None = None  # the processed distribution, as log-probabilities
+
+
+def _plan(p: SamplingParams) -> tuple[tuple[str, ...], bool]:
+    """(steps to apply, greedy). Greedy needs only the steps that can move the argmax."""
+    chain = p.chain
+    if p.greedy and "infill" not in chain:
+        chain = tuple(s for s in chain if s == "penalties")
+    return chain, p.greedy
+
+
+class TokenChooser:
+    def __init__(self, tokenizer=None, stop_ids=()):
+        self.eog = frozenset(int(i) for i in stop_ids)
+        self._tok = tokenizer
+        self._pieces: dict[int, bytes] = {}
+        self._control: frozenset[int] | None = None
+        self.eot = None
+        if tokenizer is not None:
+            self.eot = tokenizer.token_id("end_of_turn") if tokenizer.has("end_of_turn") else tokenizer.eos_id
+
+    # ---- the batch -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def choose(self, logits: torch.Tensor, runs: list[Run], seen: torch.Tensor | None = None) -> list[Choice]:
+        """logits [N, V] (the rows of all runs); seen [S, V] bool (ids seen, per mask row). Each
+        sampled run's generator ends one uniform further per emitted token (untouched if this raises)."""
+        states = [r.generator.get_state() if r.generator is not None and not r.params.greedy else None
+                  for r in runs]
+        try:
+            return self._choose(logits, runs, seen, states)
+        except BaseException:
+            for r, state in zip(runs, states):
+                if state is not None:
+                    r.generator.set_state(state)
+            raise
+
+    def _choose(self, logits, runs, seen, states) -> list[Choice]:
+        dev = logits.device
+        work = logits.to(torch.float32, copy=True)
+        self._bias(work, runs)
+        uniforms = [torch.rand(r.rows, generator=r.generator).tolist() if state is not None else None
+                    for r, state in zip(runs, states)]
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(runs):
+            groups.setdefault(_plan(r.params), []).append(i)
+        # Everything the host needs comes back in one transfer: a flag per row for non-finite raw
+        # logits (a model failure fails that request alone), then each device group's picks.
+        fetch = [(~torch.isfinite(logits).all(-1)).to(torch.int64)]
+        device_groups, python_groups = [], []
+        for (steps, greedy), members in groups.items():
+            rows = torch.tensor([j for i in members for j in range(runs[i].start, runs[i].start + runs[i].rows)],
+                                device=dev)
+            params = [runs[i].params for i in members for _ in range(runs[i].rows)]
+            mask = self._seen_rows(seen, [runs[i] for i in members], dev) if "penalties" in steps else None
+            cut = steps.index("infill") if "infill" in steps else len(steps)
+            vals, ids, _ = _device_steps(work.index_select(0, rows), None, steps[:cut], params, mask)
+            if cut < len(steps):  # infill and what follows run in python on the candidates left
+                if vals.shape[1] > INFILL_CANDIDATES:
+                    vals, idx = vals.topk(INFILL_CANDIDATES, dim=-1)
+                    ids = idx if ids is None else ids.gather(1, idx)
+                if ids is None:
+                    ids = torch.arange(vals.shape[1], device=dev).expand_as(vals)
+                seen_c = mask.gather(1, ids) if mask is not None and "penalties" in steps[cut:] else None
+                python_groups.append((members, steps[cut:], greedy, vals, ids, seen_c))
+                continue
+            us = None if greedy else torch.tensor([u for i in members for u in uniforms[i]], device=dev)
+            tok, empty = _pick(vals, ids, us)
+            fetch += [tok, empty.to(torch.int64)]
+            device_groups.append((members, len(fetch) - 2, vals, ids))
+        flat = torch.cat(fetch).tolist()
+        parts, o = [], 0
+        for f in fetch:
+            parts.append(flat[o:o + f.numel()])
+            o += f.numel()
+        bad = parts[0]
+        out: list[Choice] = [Choice([])] * len(runs)
+        post: dict[int, tuple] = {}  # run -> its processed rows, for `probs`
+        for members, k, vals, ids in device_groups:
+            row = 0
+            for i in members:
+                n = runs[i].rows
+                out[i] = self._accept(runs[i], parts[k][row:row + n], parts[k + 1][row:row + n], bad)
+                if runs[i].params.logprobs > 0:
+                    post[i] = (vals[row:row + n], None if ids is None else ids[row:row + n])
+                row += n
+        for members, steps, greedy, vals, ids, seen_c in python_groups:
+            v_host, i_host = vals.tolist(), ids.tolist()
+            s_host = seen_c.tolist() if seen_c is not None else None
+            row = 0
+            for i in members:
+                n = runs[i].rows
+                out[i] = self._python_run(runs[i], steps, greedy, v_host[row:row + n], i_host[row:row + n],
+                                          s_host[row:row + n] if s_host else None, uniforms[i], bad)
+                row += n
+        for i, (r, c) in enumerate(zip(runs, out)):
+            if states[i] is not None and c.error is None:  # consume one uniform per emitted token
+                r.generator.set_state(states[i])
+                torch.rand(len(c.tokens), generator=r.generator)
+            if r.params.logprobs > 0 and c.error is None:
+                self._logprobs(logits, r, c, post.get(i))
+        return out
+
+    # ---- pieces of the batch ---------------------------------------------------------------------
+    @staticmethod
+    def _bias(work: torch.Tensor, runs: list[Run]) -> None:
+        rows, toks, vals = [], [], []
+        for r in runs:
+            for tid, b in r.params.logit_bias:
+                for j in range(r.start, r.start + r.rows):
+                    rows.append(j)
+                    toks.append(tid)
+                    vals.append(b)
+        if rows:
+            dev = work.device
+            work.index_put_((torch.tensor(rows, device=dev), torch.tensor(toks, device=dev)),
+                            torch.tensor(vals, device=dev, dtype=work.dtype), accumulate=True)
+
+    @staticmethod
+    def _seen_rows(seen: torch.Tensor | None, members: list[Run], dev) -> torch.Tensor:
+        """[n, V] bool: per row, the ids seen before it (the slot's mask + the drafts before it)."""
+        base = torch.tensor([r.seen_row for r in members for _ in range(r.rows)], device=dev)
+        mask = seen.index_select(0, base)
+        rows, toks, row = [], [], 0
+        for r in members:
+            for i in range(1, r.rows):
+                rows += [row + i] * i
+                toks += r.drafts[:i]
+            row += r.rows
+        if rows:
+            mask[torch.tensor(rows, device=dev), torch.tensor(toks, device=dev)] = True
+        return mask
+
+    def _accept(self, run: Run, picks: list[int], empty: list[int], bad: list[int]) -> Choice:
+        m = 0
+        while m < len(run.drafts) and picks[m] == run.drafts[m]:
+            m += 1
+        err = self._row_error(bad[run.start:run.start + m + 1], empty[:m + 1])
+        return Choice([], err) if err else Choice(run.drafts[:m] + [picks[m]])
+
+    @staticmethod
+    def _row_error(bad: list, empty: list) -> str | None:
+        if any(bad):
+            return "sampling failed: the model produced non-finite logits for this request"
+        if any(empty):
+            return "sampling failed: no token is left to choose (logit_bias or the samplers removed every token)"
+        return None
+
+    def _python_run(self, run: Run, steps, greedy, vals, ids, seen_c, uniforms, bad) -> Choice:
+        tokens: list[int] = []
+        probs: list[TokenLogprob] = []
+        for i in range(run.rows):
+            cands = sorted(((v, t, bool(seen_c[i][j]) if seen_c else False)
+                            for j, (v, t) in enumerate(zip(vals[i], ids[i])) if v > NEG_INF),
+                           key=lambda c: -c[0])
+            for step in steps:
+                cands = self._py_step(step, cands, run.params)
+            err = self._row_error(bad[run.start + i:run.start + i + 1], [not cands])
+            if err:
+                return Choice([], err)
+            tok = cands[0][1] if greedy else _py_pick(cands, uniforms[i])
+            if run.params.logprobs > 0:
+                probs.append(_py_probs(cands, tok, run.params.logprobs))
+            tokens.append(tok)
+            if i == len(run.drafts) or tok != run.drafts[i]:
+                break
+        return Choice(tokens, probs=probs if run.params.logprobs > 0 else None)
+
+    def _logprobs(self, logits: torch.Tensor, run: Run, c: Choice, post) -> None:
+        n, k = len(c.tokens), run.params.logprobs
+        chosen = torch.tensor(c.tokens, device=logits.device)[:, None]
+        lsm = torch.log_softmax(logits[run.start:run.start + n].float(), dim=-1)
+        top_v, top_i = lsm.topk(min(k, lsm.shape[-1]), dim=-1)
+        c.logprobs = _items(c.tokens, lsm.gather(1, chosen), top_v, top_i)
+        if post is not None:  # device path: the processed distribution of the rows used
+            vals, ids = post[0][:n], None if post[1] is None else post[1][:n]
+            plsm = torch.log_softmax(vals, dim=-1)
+            pv, pi = plsm.topk(min(k, plsm.shape[-1]), dim=-1)
+            if ids is None:
+                pgot = plsm.gather(1, chosen)
+            else:
+                pi = ids.gather(1, pi)
+                pgot = plsm.masked_fill(ids != chosen, NEG_INF).max(dim=-1, keepdim=True).values
+            c.probs = _items(c.tokens, pgot, pv, pi)
+
+    # ---- python steps (infill and what follows it) ----------------------------------------------
+    def _py_step(self, step: str, cands: list, p: SamplingParams) -> list:
+        """cands: [(logit, id, seen)] sorted by logit, descending."""
+        if step == "infill":
+            return self._infill(cands)
+        if step == "top_k":
+            return cands[:p.top_k]
+        if step == "top_p":
+            probs, keep, before = _softmax([c[0] for c in cands]), [], 0.0
+            for c, q in zip(cands, probs):
+                if before >= p.top_p:
+                    break
+                keep.append(c)
+                before += q
+            return keep
+        if step == "min_p":
+            floor = cands[0][0] + math.log(p.min_p) if cands else 0.0
+            return [c for c in cands if c[0] >= floor]
+        if step == "temperature":
+            t = min(p.temperature, MAX_TEMPERATURE)
+            return [(v / t, tid, s) for v, tid, s in cands]
+        if step == "penalties":
+            r = p.repetition_penalty
+            out = [((v / r if v > 0 else v * r) if s else v, tid, s) for v, tid, s in cands]
+            return sorted(out, key=lambda c: -c[0])
+        raise AssertionError(step)
+
+    def _infill(self, cands: list) -> list:
+        """llama.cpp's infill sampler (llama_sampler_infill_apply): pick end-of-generation when text
+        is unlikely, merge the probability of tokens that are prefixes of one another, and keep the
+        likely ones. The kept tokens keep their logits (the final pick is a softmax over them)."""
+        if not cands:
+            return cands
+        p = _softmax([c[0] for c in cands])
+        is_eog = [c[1] in self.eog for c in cands]
+        p_eog = sum(q for q, e in zip(p, is_eog) if e)
+        p_txt = sum(q for q, e in zip(p, is_eog) if not e)
+        if 3 * p_eog * len(cands) > p_txt:
+            return [c for c, e in zip(cands, is_eog) if e]
+        pieces = [self.piece(c[1]) for c in cands]
+        alive = [True] * len(cands)
+        by_piece: dict[bytes, list[int]] = {}
+        for j, b in enumerate(pieces):
+            by_piece.setdefault(b, []).append(j)
+        pairs = sorted((i0, i1) for i1, b in enumerate(pieces) for n in range(1, len(b) + 1)
+                       for i0 in by_piece.get(b[:n], ()) if i0 != i1)
+        for i0, i1 in pairs:  # llama.cpp's double loop, visiting only the pairs where i0 prefixes i1
+            if not (alive[i0] and alive[i1]):
+                continue
+            dst, src = (i1, i0) if p[i1] > p[i0] else (i0, i1)
+            p[dst] += p[src]
+            p[src], alive[src] = 0.0, False
+        kept = [j for j in range(len(cands)) if alive[j] and (p[j] >= 0.2 or is_eog[j])]
+        n_txt = sum(1 for j in kept if not is_eog[j])
+        if n_txt == 0:
+            return [(1.0, self.eot, False)]
+        total = sum(p[j] for j in kept)
+        thold = 1.0 / (n_txt + 1)
+        return [cands[j] for j in kept if p[j] / total >= thold or is_eog[j]]
+
+    def piece(self, tid: int) -> bytes:
+        """A token's text as llama.cpp's token_to_piece(special=False) gives it (control tokens: empty)."""
+        b = self._pieces.get(tid)
+        if b is None:
+            if self._control is None:
+                self._control = frozenset(self._tok.special_ids.values()) | self.eog
+                backend = getattr(self._tok, "backend", None)
+                if backend is not None:
+                    self._control |= frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
+            raw = self._tok.id_to_piece(tid) or ""
+            if tid in self._control:
+                b = b""
+            elif len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):
+                b = bytes([int(raw[3:5], 16)])
+            else:
+                b = raw.replace("\u2581", " ").encode("utf-8")
+            self._pieces[tid] = b
+        return b
+
+    # ---- distributions (tests, log-probabilities) ------------------------------------------------
+    @torch.inference_mode()
+    def distribution(self, logits: torch.Tensor, params: list[SamplingParams],
+                     seen: torch.Tensor | None = None) -> torch.Tensor:
+        """The normalised distribution each row is sampled from, in vocabulary order, [B, V]
+        (one-hot at the choice for greedy rows). seen: [B, V] bool, the ids each row has seen."""
+        out = torch.zeros(logits.shape, dtype=torch.float32)
+        for b, p in enumerate(params):
+            runs = [Run(p, 0, [], None, 0 if seen is not None else -1)]
+            steps, greedy = _plan(p)
+            row = logits[b:b + 1].to(torch.float32, copy=True)
+            self._bias(row, runs)
+            mask = self._seen_rows(seen[b:b + 1], runs, row.device) if "penalties" in steps else None
+            cut = steps.index("infill") if "infill" in steps else len(steps)
+            vals, ids, _ = _device_steps(row, None, steps[:cut], [p], mask)
+            ids = torch.arange(vals.shape[1]).expand_as(vals) if ids is None else ids
+            cands = sorted(((v, t, bool(mask[0, t]) if mask is not None else False)
+                            for v, t in zip(vals[0].tolist(), ids[0].tolist()) if v > NEG_INF), key=lambda c: -c[0])
+            for step in steps[cut:]:
+                cands = self._py_step(step, cands, p)
+            if greedy:
+                out[b, cands[0][1]] = 1.0
+                continue
+            for q, c in zip(_softmax([c[0] for c in cands]), cands):
+                out[b, c[1]] += q
+        return out
+
+
+# ---- device steps ------------------------------------------------------------------------------------
+def _device_steps(vals: torch.Tensor, ids: torch.Tensor | None, steps, params: list[SamplingParams],
+                  mask: torch.Tensor | None):
+    """Apply `steps` to candidate rows: vals [n, C] logits (-inf = removed), ids [n, C] their token
+    ids (None: C is the vocabulary, in order). Returns (vals, ids, sorted descending)."""
+    dev, is_sorted = vals.device, False
+
+    def col(values, dtype=torch.float32):
+        return torch.tensor(values, device=dev, dtype=dtype)[:, None]
+
+    for step in steps:
+        if step == "penalties":
+            seen = mask if ids is None else mask.gather(1, ids)
+            pen = col([p.repetition_penalty for p in params])
+            vals = torch.where(seen, torch.where(vals > 0, vals / pen, vals * pen), vals)
+            if is_sorted:  # penalised logits may change places
+                vals, order = vals.sort(dim=-1, descending=True)
+                ids = ids.gather(1, order)
+        elif step == "top_k":
+            k = col([p.top_k for p in params], torch.int64)
+            kmax, width = int(k.max()), vals.shape[1]
+            if kmax < width:
+                if is_sorted:
+                    vals, ids = vals[:, :kmax], ids[:, :kmax]
+                else:
+                    vals, idx = vals.topk(kmax, dim=-1)
+                    ids, is_sorted = (idx if ids is None else ids.gather(1, idx)), True
+            elif int(k.min()) < width and not is_sorted:
+                vals, order = vals.sort(dim=-1, descending=True)
+                ids, is_sorted = (order if ids is None else ids.gather(1, order)), True
+            rank = torch.arange(vals.shape[1], device=dev)[None, :]
+            vals = vals.masked_fill(rank >= k, NEG_INF)
+        elif step == "top_p":
+            if not is_sorted:
+                vals, order = vals.sort(dim=-1, descending=True)
+                ids, is_sorted = (order if ids is None else ids.gather(1, order)), True
+            probs = vals.softmax(dim=-1)
+            before = probs.cumsum(dim=-1) - probs
+            vals = vals.masked_fill(before >= col([p.top_p for p in params]), NEG_INF)
+        elif step == "min_p":
+            floor = vals.max(dim=-1, keepdim=True).values + col([math.log(p.min_p) for p in params])
+            vals = vals.masked_fill(vals < floor, NEG_INF)
+        elif step == "temperature":
+            vals = vals / col([min(p.temperature, MAX_TEMPERATURE) for p in params])
+        else:
+            raise AssertionError(step)
+    return vals, ids, is_sorted
+
+
+def _pick(vals: torch.Tensor, ids: torch.Tensor | None, uniforms: torch.Tensor | None):
+    """Token per row (argmax if uniforms is None, else the inverse CDF at each uniform) and whether
+    the row had no candidate at all."""
+    empty = vals.max(dim=-1).values == NEG_INF
+    if uniforms is None:
+        idx = vals.argmax(dim=-1, keepdim=True)
+    else:
+        probs = vals.softmax(dim=-1)
+        cdf = probs.cumsum(dim=-1)
+        idx = torch.searchsorted(cdf, uniforms[:, None].to(cdf.dtype) * cdf[:, -1:], right=True)
+        # rounding can put u * total at the very end: take the last token with mass instead
+        width = probs.shape[1]
+        last = width - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1, keepdim=True)
+        idx = torch.where(idx >= width, last, idx)
+    tok = idx if ids is None else ids.gather(1, idx)
+    return tok.squeeze(1), empty
+
+
+# ---- python helpers -------------------------------------------------------------------------------------
+def _softmax(logits: list[float]) -> list[float]:
+    if not logits:
+        return []
+    m = max(logits)
+    e = [math.exp(v - m) for v in logits]
+    s = sum(e)
+    return [x / s for x in e]
+
+
+def _py_pick(cands: list, u: float) -> int:
+    probs = _softmax([c[0] for c in cands])
+    target, acc = u * sum(probs), 0.0
+    for q, c in zip(probs, cands):
+        acc += q
+        if acc > target and q > 0:
+            return c[1]
+    return next(c[1] for q, c in zip(reversed(probs), reversed(cands)) if q > 0)
+
+
+def _py_probs(cands: list, tok: int, n: int) -> TokenLogprob:
+    probs = _softmax([c[0] for c in cands])
+    lp = {c[1]: (math.log(q) if q > 0 else NEG_INF) for q, c in zip(probs, cands)}
+    top = sorted(lp.items(), key=lambda kv: -kv[1])[:n]
+    return TokenLogprob(tok, lp.get(tok, NEG_INF), top)
+
+
+def _items(tokens: list[int], got: torch.Tensor, top_v: torch.Tensor, top_i: torch.Tensor) -> list[TokenLogprob]:
+    g, tv, ti = got.squeeze(1).tolist(), top_v.tolist(), top_i.tolist()
+    return [TokenLogprob(t, g[j], list(zip(ti[j], tv[j]))) for j, t in enumerate(tokens)]
