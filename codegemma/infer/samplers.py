@@ -222,7 +222,7 @@ class TokenChooser:
                 return Choice([], err)
             tok = cands[0][1] if greedy else _py_pick(cands, uniforms[i])
             if run.params.logprobs > 0:
-                probs.append(_py_probs(cands, tok, run.params.logprobs))
+                probs.append(TokenLogprob(tok, 0.0, [(tok, 0.0)]) if greedy else _py_probs(cands, tok, run.params.logprobs))
             tokens.append(tok)
             if i == len(run.drafts) or tok != run.drafts[i]:
                 break
@@ -234,7 +234,9 @@ class TokenChooser:
         lsm = torch.log_softmax(logits[run.start:run.start + n].float(), dim=-1)
         top_v, top_i = lsm.topk(min(k, lsm.shape[-1]), dim=-1)
         c.logprobs = _items(c.tokens, lsm.gather(1, chosen), top_v, top_i)
-        if post is not None:  # device path: the processed distribution of the rows used
+        if run.params.greedy:  # greedy keeps one token: probability 1 (llama.cpp's temperature <= 0)
+            c.probs = [TokenLogprob(t, 0.0, [(t, 0.0)]) for t in c.tokens]
+        elif post is not None:  # device path: the processed distribution of the rows used
             vals, ids = post[0][:n], None if post[1] is None else post[1][:n]
             plsm = torch.log_softmax(vals, dim=-1)
             pv, pi = plsm.topk(min(k, plsm.shape[-1]), dim=-1)

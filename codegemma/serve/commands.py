@@ -39,6 +39,14 @@ def register(subparsers) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default=None,
                    help="decode step (default: compile on GPU, i.e. torch.compile + CUDA graphs, compiled "
                         "at start-up; eager on CPU); graphs starts faster")
+    p.add_argument("--speculate", type=int, default=15, metavar="N",
+                   help="draft tokens verified per pass (drafts from the slot's previous completion and the "
+                        "prompt; greedy and sampled requests alike, output distribution unchanged); 0 = off "
+                        "(default 15)")
+    p.add_argument("--cache-reuse", type=int, default=0, metavar="N",
+                   help="reuse cached runs of at least N tokens that moved (an editor dropped a context chunk), "
+                        "re-rotating their keys, as llama.cpp's --cache-reuse; approximate past layer 0 "
+                        "(docs/inference.md); 0 = off (default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
@@ -55,6 +63,8 @@ def _serve(args) -> int:
                                 "weights and tokenizer.json (e.g. one made by `codegemma init`)")
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
+    if args.speculate < 0 or args.cache_reuse < 0:
+        raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
     _check_port_free(args.host, args.port)
@@ -64,7 +74,8 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode)
+                           fim_mode=args.fim_mode, decode=args.decode, speculate=args.speculate,
+                           cache_reuse=args.cache_reuse)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
