@@ -344,7 +344,7 @@ def bench_preset(preset: str, modes: list[str], sections: set[str], bw: float, o
     tok = tokenizer()
     gen = torch.Generator().manual_seed(0)
     prompt = rand_ids(32, gen, cfg.vocab_size)
-    if "decode" in sections:
+    if "decode" in sections and "hf" in sections:
         try:
             r = hf_decode_rate(hf, prompt, 128)
             res["hf_decode_tok_s"] = r

@@ -32,7 +32,7 @@ from codegemma.infer.modes import resolve_decode
 from codegemma.infer.prefix import SlotTable
 from codegemma.infer.requests import (Completion, EngineError, EngineStats, QueueFullError, RequestHandle,
                                       StreamEvent, TokenLogprob)
-from codegemma.infer.samplers import Run, TokenChooser
+from codegemma.infer.samplers import Run, TokenChooser, upload
 from codegemma.infer.sampling import SamplingParams
 from codegemma.infer.speculate import Drafter
 from codegemma.model.cache import KVCache
@@ -53,7 +53,7 @@ def context_length(config, max_seq_len: int | None = None) -> int:
 
 class Engine:
     def __init__(self, model, tokenizer, *, max_slots: int = 8, max_seq_len: int | None = None,
-                 device=None, decode: str = "auto", max_queue: int = 256, prefill_chunk: int = 2048,
+                 device=None, decode: str = "auto", max_queue: int = 256, prefill_chunk: int = 4096,
                  warmup: bool = False, speculate: int = 15, cache_reuse: int = 0, fuse: bool | None = None,
                  progress: bool = False):
         """`decode`: one of modes.DECODE_MODES: "auto" (CUDA graphs on GPU, eager on CPU), "eager",
@@ -304,7 +304,9 @@ class Engine:
                 self._stats.reuse_tokens += sum(n for _, _, n in req.moves)
         del slot.tokens[start:]
         last = None  # hidden state of the last prompt token [1, H]
-        slot_t = torch.tensor([slot.index], device=self.device)
+        # One upload, no synchronisation: the host launches chunk after chunk while the GPU computes.
+        slot_t = upload([slot.index], torch.int64, self.device)
+        ids = upload(req.prompt[start:], torch.int64, self.device)[None] if start < len(req.prompt) else None
         for lo in range(start, len(req.prompt), self.prefill_chunk):
             if req.cancelled:
                 return
@@ -315,7 +317,7 @@ class Engine:
             else:
                 # Hidden states only: the output head runs for the last position alone, not for every
                 # prompt token ([T, 256000] logits would be most of a long prefill's memory traffic).
-                toks = torch.tensor([chunk], device=self.device)
+                toks = ids[:, lo - start:hi - start]
                 pos = torch.arange(lo, hi, device=self.device)[None]
                 last = self.model.hidden_states(toks, pos, cache=SlotView(self.cache, slot_t, hi, tail=True))[:, -1]
             slot.tokens.extend(chunk)
@@ -325,7 +327,7 @@ class Engine:
             return
         if req.params.penalized:
             self.seen[slot.index].zero_()
-            self.seen[slot.index, torch.tensor(req.prompt, device=self.device)] = True
+            self.seen[slot.index, upload(req.prompt, torch.int64, self.device)] = True
         logits = self.model.logits(last)  # [1, V]
         choice = self.chooser.choose(logits, [Run(req.params, 0, [], req.generator, slot.index)], self.seen)[0]
         req.t_first = time.perf_counter()
@@ -393,7 +395,7 @@ class Engine:
                     toks += c.tokens
             self._commit(r, c)
         if toks:
-            self.seen[torch.tensor(slots, device=self.device), torch.tensor(toks, device=self.device)] = True
+            self.seen[upload(slots, torch.int64, self.device), upload(toks, torch.int64, self.device)] = True
 
     def _commit(self, req: ActiveRequest, choice) -> None:
         if choice.error is not None:

@@ -43,6 +43,16 @@ INFILL_CANDIDATES = 1024  # most candidates the infill sampler looks at (the mos
 NEG_INF = float("-inf")
 
 
+def upload(values, dtype, device) -> torch.Tensor:
+    """A host list as a device tensor without waiting for the GPU: a copy from pageable memory
+    would synchronise with every kernel queued before it (the forward pass), so the host could not
+    prepare the next work while the GPU runs. Pinned memory + non_blocking keeps them overlapped."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
+
+
 @dataclass
 class Run:
     params: SamplingParams
@@ -111,8 +121,8 @@ class TokenChooser:
         fetch = [(~torch.isfinite(logits).all(-1)).to(torch.int64)]
         device_groups, python_groups = [], []
         for (steps, greedy), members in groups.items():
-            rows = torch.tensor([j for i in members for j in range(runs[i].start, runs[i].start + runs[i].rows)],
-                                device=dev)
+            rows = upload([j for i in members for j in range(runs[i].start, runs[i].start + runs[i].rows)],
+                          torch.int64, dev)
             params = [runs[i].params for i in members for _ in range(runs[i].rows)]
             mask = self._seen_rows(seen, [runs[i] for i in members], dev) if "penalties" in steps else None
             cut = steps.index("infill") if "infill" in steps else len(steps)
@@ -126,7 +136,7 @@ class TokenChooser:
                 seen_c = mask.gather(1, ids) if mask is not None and "penalties" in steps[cut:] else None
                 python_groups.append((members, steps[cut:], greedy, vals, ids, seen_c))
                 continue
-            us = None if greedy else torch.tensor([u for i in members for u in uniforms[i]], device=dev)
+            us = None if greedy else upload([u for i in members for u in uniforms[i]], torch.float32, dev)
             tok, empty = _pick(vals, ids, us)
             fetch += [tok, empty.to(torch.int64)]
             device_groups.append((members, len(fetch) - 2, vals, ids))
@@ -175,13 +185,13 @@ class TokenChooser:
                     vals.append(b)
         if rows:
             dev = work.device
-            work.index_put_((torch.tensor(rows, device=dev), torch.tensor(toks, device=dev)),
-                            torch.tensor(vals, device=dev, dtype=work.dtype), accumulate=True)
+            work.index_put_((upload(rows, torch.int64, dev), upload(toks, torch.int64, dev)),
+                            upload(vals, work.dtype, dev), accumulate=True)
 
     @staticmethod
     def _seen_rows(seen: torch.Tensor | None, members: list[Run], dev) -> torch.Tensor:
         """[n, V] bool: per row, the ids seen before it (the slot's mask + the drafts before it)."""
-        base = torch.tensor([r.seen_row for r in members for _ in range(r.rows)], device=dev)
+        base = upload([r.seen_row for r in members for _ in range(r.rows)], torch.int64, dev)
         mask = seen.index_select(0, base)
         rows, toks, row = [], [], 0
         for r in members:
@@ -190,7 +200,7 @@ class TokenChooser:
                 toks += r.drafts[:i]
             row += r.rows
         if rows:
-            mask[torch.tensor(rows, device=dev), torch.tensor(toks, device=dev)] = True
+            mask[upload(rows, torch.int64, dev), upload(toks, torch.int64, dev)] = True
         return mask
 
     def _accept(self, run: Run, picks: list[int], empty: list[int], bad: list[int]) -> Choice:
@@ -230,7 +240,7 @@ class TokenChooser:
 
     def _logprobs(self, logits: torch.Tensor, run: Run, c: Choice, post) -> None:
         n, k = len(c.tokens), run.params.logprobs
-        chosen = torch.tensor(c.tokens, device=logits.device)[:, None]
+        chosen = upload(c.tokens, torch.int64, logits.device)[:, None]
         lsm = torch.log_softmax(logits[run.start:run.start + n].float(), dim=-1)
         top_v, top_i = lsm.topk(min(k, lsm.shape[-1]), dim=-1)
         c.logprobs = _items(c.tokens, lsm.gather(1, chosen), top_v, top_i)
@@ -362,7 +372,7 @@ def _device_steps(vals: torch.Tensor, ids: torch.Tensor | None, steps, params: l
     dev, is_sorted = vals.device, False
 
     def col(values, dtype=torch.float32):
-        return torch.tensor(values, device=dev, dtype=dtype)[:, None]
+        return upload(values, dtype, dev)[:, None]
 
     for step in steps:
         if step == "penalties":
@@ -373,15 +383,16 @@ def _device_steps(vals: torch.Tensor, ids: torch.Tensor | None, steps, params: l
                 vals, order = vals.sort(dim=-1, descending=True)
                 ids = ids.gather(1, order)
         elif step == "top_k":
-            k = col([p.top_k for p in params], torch.int64)
-            kmax, width = int(k.max()), vals.shape[1]
+            ks = [p.top_k for p in params]  # from the host: no device read
+            k = col(ks, torch.int64)
+            kmax, width = max(ks), vals.shape[1]
             if kmax < width:
                 if is_sorted:
                     vals, ids = vals[:, :kmax], ids[:, :kmax]
                 else:
                     vals, idx = vals.topk(kmax, dim=-1)
                     ids, is_sorted = (idx if ids is None else ids.gather(1, idx)), True
-            elif int(k.min()) < width and not is_sorted:
+            elif min(ks) < width and not is_sorted:
                 vals, order = vals.sort(dim=-1, descending=True)
                 ids, is_sorted = (order if ids is None else ids.gather(1, order)), True
             rank = torch.arange(vals.shape[1], device=dev)[None, :]
