@@ -368,23 +368,26 @@ class TokenChooser:
 def _device_steps(vals: torch.Tensor, ids: torch.Tensor | None, steps, params: list[SamplingParams],
                   mask: torch.Tensor | None):
     """Apply `steps` to candidate rows: vals [n, C] logits (-inf = removed), ids [n, C] their token
-    ids (None: C is the vocabulary, in order). Returns (vals, ids, sorted descending)."""
+    ids (None: C is the vocabulary, in order). Returns (vals, ids, sorted descending). A setting
+    all rows share is a Python number (no upload, fewer kernels: the usual case of one request)."""
     dev, is_sorted = vals.device, False
 
-    def col(values, dtype=torch.float32):
-        return upload(values, dtype, dev)[:, None]
+    def per_row(values: list, dtype=torch.float32):
+        return values[0] if all(v == values[0] for v in values) else upload(values, dtype, dev)[:, None]
+
+    def sort(vals, ids):
+        vals, order = vals.sort(dim=-1, descending=True)
+        return vals, (order if ids is None else ids.gather(1, order))
 
     for step in steps:
         if step == "penalties":
             seen = mask if ids is None else mask.gather(1, ids)
-            pen = col([p.repetition_penalty for p in params])
+            pen = per_row([p.repetition_penalty for p in params])
             vals = torch.where(seen, torch.where(vals > 0, vals / pen, vals * pen), vals)
             if is_sorted:  # penalised logits may change places
-                vals, order = vals.sort(dim=-1, descending=True)
-                ids = ids.gather(1, order)
+                vals, ids = sort(vals, ids)
         elif step == "top_k":
             ks = [p.top_k for p in params]  # from the host: no device read
-            k = col(ks, torch.int64)
             kmax, width = max(ks), vals.shape[1]
             if kmax < width:
                 if is_sorted:
@@ -393,22 +396,24 @@ def _device_steps(vals: torch.Tensor, ids: torch.Tensor | None, steps, params: l
                     vals, idx = vals.topk(kmax, dim=-1)
                     ids, is_sorted = (idx if ids is None else ids.gather(1, idx)), True
             elif min(ks) < width and not is_sorted:
-                vals, order = vals.sort(dim=-1, descending=True)
-                ids, is_sorted = (order if ids is None else ids.gather(1, order)), True
-            rank = torch.arange(vals.shape[1], device=dev)[None, :]
-            vals = vals.masked_fill(rank >= k, NEG_INF)
+                (vals, ids), is_sorted = sort(vals, ids), True
+            k = per_row(ks, torch.int64)
+            if not isinstance(k, int):
+                vals = vals.masked_fill(torch.arange(vals.shape[1], device=dev)[None, :] >= k, NEG_INF)
+            elif k < vals.shape[1]:
+                vals = vals.clone()
+                vals[:, k:] = NEG_INF
         elif step == "top_p":
             if not is_sorted:
-                vals, order = vals.sort(dim=-1, descending=True)
-                ids, is_sorted = (order if ids is None else ids.gather(1, order)), True
+                (vals, ids), is_sorted = sort(vals, ids), True
             probs = vals.softmax(dim=-1)
             before = probs.cumsum(dim=-1) - probs
-            vals = vals.masked_fill(before >= col([p.top_p for p in params]), NEG_INF)
+            vals = vals.masked_fill(before >= per_row([p.top_p for p in params]), NEG_INF)
         elif step == "min_p":
-            floor = vals.max(dim=-1, keepdim=True).values + col([math.log(p.min_p) for p in params])
+            floor = vals.max(dim=-1, keepdim=True).values + per_row([math.log(p.min_p) for p in params])
             vals = vals.masked_fill(vals < floor, NEG_INF)
         elif step == "temperature":
-            vals = vals / col([min(p.temperature, MAX_TEMPERATURE) for p in params])
+            vals = vals / per_row([min(p.temperature, MAX_TEMPERATURE) for p in params])
         else:
             raise AssertionError(step)
     return vals, ids, is_sorted
