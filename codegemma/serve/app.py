@@ -101,7 +101,7 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None = None,
                  max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
                  model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None,
-                 speculate: int = 15, cache_reuse: int = 0) -> Backend:
+                 speculate: int = 15, cache_reuse: int = 0, allow_nonfinite: bool = False) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
@@ -116,7 +116,7 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
         decode = "compile" if on_gpu else "eager"
     cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
               max_queue=max_queue, warmup=True, progress=True, decode=decode, speculate=speculate,
-              cache_reuse=cache_reuse)
+              cache_reuse=cache_reuse, allow_nonfinite=allow_nonfinite)
     engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode)

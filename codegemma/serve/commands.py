@@ -9,6 +9,8 @@ from codegemma.infer.modes import DECODE_MODES
 import logging
 import os
 
+from codegemma.model.commands import add_allow_nonfinite
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -48,19 +50,19 @@ def register(subparsers) -> None:
                         "re-rotating their keys, as llama.cpp's --cache-reuse; approximate past layer 0 "
                         "(docs/inference.md); 0 = off (default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_allow_nonfinite(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
     from codegemma.cli import UserError
+    from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
     api_key = args.api_key or os.environ.get("CODEGEMMA_API_KEY") or None
 
     model = resolve_model(args.model)
-    if not os.path.isdir(model):
-        raise FileNotFoundError(f"{args.model}: model directory not found; pass --model DIR with config.json, "
-                                "weights and tokenizer.json (e.g. one made by `codegemma init`)")
+    load_config(model)  # a folder that is not a model fails here, before the port and the weights
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
     if args.speculate < 0 or args.cache_reuse < 0:
@@ -75,7 +77,7 @@ def _serve(args) -> int:
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
                            fim_mode=args.fim_mode, decode=args.decode, speculate=args.speculate,
-                           cache_reuse=args.cache_reuse)
+                           cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
