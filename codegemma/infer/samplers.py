@@ -22,8 +22,8 @@ The repetition penalty of row i uses the ids seen so far plus drafts[:i]: the hi
 if it is reached at all (rows after a rejection are never used).
 
 Where the work runs: the chain up to llama.cpp's "infill" sampler runs on the logits' device,
-vectorised over rows with the same chain. "infill" compares the text of candidate tokens, so it
-and everything after it run in Python on the few candidates left (at most INFILL_CANDIDATES:
+vectorised over rows with the same chain. "infill" (infer/infill.py) compares the text of candidate tokens, so
+it and everything after it run in Python on the few candidates left (at most INFILL_CANDIDATES:
 llama.cpp compares every pair, so editors put it after top_k), row by row, stopping at a rejection.
 A row whose logits are not finite fails its request alone (`Choice.error`); the other runs are
 unaffected.
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from codegemma.infer.infill import InfillSampler
 from codegemma.infer.requests import TokenLogprob
 from codegemma.infer.sampling import MAX_TEMPERATURE, SamplingParams
 
@@ -84,13 +85,7 @@ def _plan(p: SamplingParams) -> tuple[tuple[str, ...], bool]:
 
 class TokenChooser:
     def __init__(self, tokenizer=None, stop_ids=()):
-        self.eog = frozenset(int(i) for i in stop_ids)
-        self._tok = tokenizer
-        self._pieces: dict[int, bytes] = {}
-        self._control: frozenset[int] | None = None
-        self.eot = None
-        if tokenizer is not None:
-            self.eot = tokenizer.token_id("end_of_turn") if tokenizer.has("end_of_turn") else tokenizer.eos_id
+        self.infill = InfillSampler(tokenizer, stop_ids)
 
     # ---- the batch -----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -261,7 +256,7 @@ class TokenChooser:
     def _py_step(self, step: str, cands: list, p: SamplingParams) -> list:
         """cands: [(logit, id, seen)] sorted by logit, descending."""
         if step == "infill":
-            return self._infill(cands)
+            return self.infill(cands)
         if step == "top_k":
             return cands[:p.top_k]
         if step == "top_p":
@@ -283,58 +278,6 @@ class TokenChooser:
             out = [((v / r if v > 0 else v * r) if s else v, tid, s) for v, tid, s in cands]
             return sorted(out, key=lambda c: -c[0])
         raise AssertionError(step)
-
-    def _infill(self, cands: list) -> list:
-        """llama.cpp's infill sampler (llama_sampler_infill_apply): pick end-of-generation when text
-        is unlikely, merge the probability of tokens that are prefixes of one another, and keep the
-        likely ones. The kept tokens keep their logits (the final pick is a softmax over them)."""
-        if not cands:
-            return cands
-        p = _softmax([c[0] for c in cands])
-        is_eog = [c[1] in self.eog for c in cands]
-        p_eog = sum(q for q, e in zip(p, is_eog) if e)
-        p_txt = sum(q for q, e in zip(p, is_eog) if not e)
-        if 3 * p_eog * len(cands) > p_txt:
-            return [c for c, e in zip(cands, is_eog) if e]
-        pieces = [self.piece(c[1]) for c in cands]
-        alive = [True] * len(cands)
-        by_piece: dict[bytes, list[int]] = {}
-        for j, b in enumerate(pieces):
-            by_piece.setdefault(b, []).append(j)
-        pairs = sorted((i0, i1) for i1, b in enumerate(pieces) for n in range(1, len(b) + 1)
-                       for i0 in by_piece.get(b[:n], ()) if i0 != i1)
-        for i0, i1 in pairs:  # llama.cpp's double loop, visiting only the pairs where i0 prefixes i1
-            if not (alive[i0] and alive[i1]):
-                continue
-            dst, src = (i1, i0) if p[i1] > p[i0] else (i0, i1)
-            p[dst] += p[src]
-            p[src], alive[src] = 0.0, False
-        kept = [j for j in range(len(cands)) if alive[j] and (p[j] >= 0.2 or is_eog[j])]
-        n_txt = sum(1 for j in kept if not is_eog[j])
-        if n_txt == 0:
-            return [(1.0, self.eot, False)]
-        total = sum(p[j] for j in kept)
-        thold = 1.0 / (n_txt + 1)
-        return [cands[j] for j in kept if p[j] / total >= thold or is_eog[j]]
-
-    def piece(self, tid: int) -> bytes:
-        """A token's text as llama.cpp's token_to_piece(special=False) gives it (control tokens: empty)."""
-        b = self._pieces.get(tid)
-        if b is None:
-            if self._control is None:
-                self._control = frozenset(self._tok.special_ids.values()) | self.eog
-                backend = getattr(self._tok, "backend", None)
-                if backend is not None:
-                    self._control |= frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
-            raw = self._tok.id_to_piece(tid) or ""
-            if tid in self._control:
-                b = b""
-            elif len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):
-                b = bytes([int(raw[3:5], 16)])
-            else:
-                b = raw.replace("\u2581", " ").encode("utf-8")
-            self._pieces[tid] = b
-        return b
 
     # ---- distributions (tests, log-probabilities) ------------------------------------------------
     @torch.inference_mode()

@@ -9,7 +9,6 @@ import copy
 import math
 
 import pytest
-import torch
 
 from codegemma.infer.engine import Engine, SamplingParams
 from codegemma.infer.requests import EngineError
