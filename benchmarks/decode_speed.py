@@ -13,7 +13,13 @@ For each preset (random weights, bf16), measured in one run on the same device:
     engine before drafts), and typed (each keystroke types the first token of the previous
     suggestion, the case speculative decoding from previous completions is made for);
   - throughput (generated tokens/s) at 1, 8 and 32 concurrent requests (128-token prompts,
-    128 new tokens), against transformers' batched generate on the same prompts.
+    128 new tokens), against transformers' batched generate on the same prompts;
+  - section "prefill": a cold 2,900-token prefill with SDPA's lower-right causal bias (flash, the
+    engine's path) against an explicit mask (memory-efficient kernel), chunks of 2048 and 4096;
+  - section "keys": editor-like requests straight to the engine (cold 2,900-token prompts, typing,
+    a ring-buffer move with chunk reuse), greedy and sampled, p50/p90/p99 (HTTP traces against a
+    llama.cpp server: benchmarks/keystroke.py). The engine warms up first (every graph shape);
+    its time and the graph count are reported, and the count again after the traces.
 
 Prints a table, writes JSON (--out) and appends to benchmarks/RESULTS.md under "Inference".
 Control tokens get zero embedding rows so greedy runs never stop early (tied head: logit 0).
@@ -173,6 +179,83 @@ def fim_trace(engine: Engine, gen, vocab: int, keystrokes: int, kind: str) -> li
     return lat[2:]  # the first two capture graphs / fill the cache
 
 
+def prefill_attention(model, cfg, device: str, tag: str, n: int = 2900) -> dict:
+    """A cold prefill of n tokens in chunks: attention with SDPA's lower-right causal bias (flash,
+    the engine's path) against the explicit boolean mask (memory-efficient kernel, the old path)."""
+    from torch.nn.attention import sdpa_kernel
+
+    from codegemma.infer.graphs import MASKED_SDPA_BACKENDS
+    from codegemma.infer.kv import SlotView
+    from codegemma.model.cache import KVCache
+
+    cache = KVCache(cfg, 1, 8192, device=device, dtype=next(model.parameters()).dtype)
+    slot = torch.tensor([0], device=device)
+    ids = torch.randint(108, cfg.vocab_size, (1, n), device=device)
+    out = {}
+    for tail in (True, False):
+        for chunk in (2048, 4096):
+            def run():
+                with torch.inference_mode(), sdpa_kernel(MASKED_SDPA_BACKENDS):
+                    for lo in range(0, n, chunk):
+                        hi = min(n, lo + chunk)
+                        model.hidden_states(ids[:, lo:hi], torch.arange(lo, hi, device=device)[None],
+                                            cache=SlotView(cache, slot, hi, tail=tail))
+            run()
+            times = []
+            for _ in range(5):
+                t0 = sync_time()
+                run()
+                times.append((sync_time() - t0) * 1000)
+            key = f"{'lower_right' if tail else 'mask'}_chunk{chunk}"
+            out[key] = sorted(times)[2]
+            log(f"{tag} prefill {n} tokens, {key}: {out[key]:.1f} ms")
+    return out
+
+
+def keystroke_traces(engine: Engine, gen, vocab: int, k: int, tag: str) -> dict:
+    """Editor-like requests straight to the engine (no HTTP): a 2,900-token FIM prompt, 16 new
+    tokens. cold: a new prompt each time; typing: one token more at the end (the middle grows);
+    ring: 16 context chunks of 180 tokens ahead of the local 2,900, the oldest dropped and a new
+    one appended each time (the engine has cache_reuse=256). Greedy, and sampled as llama.vim
+    samples (top_k 40, top_p 0.99) without its infill sampler (random weights make infill end
+    every answer at once: no text token reaches its thresholds)."""
+    tok = engine.tokenizer
+    fp, fs, fm = (tok.token_id(n) for n in ("fim_prefix", "fim_suffix", "fim_middle"))
+    out = {}
+    for kind, params in (("greedy", SamplingParams(max_new_tokens=16)),
+                         ("sampled", SamplingParams(max_new_tokens=16, temperature=1.0, top_k=40, top_p=0.99, seed=1))):
+        def local():
+            return [fp] + rand_ids(2500, gen, vocab) + [fs] + rand_ids(400, gen, vocab) + [fm]
+        traces = {"cold": [[tok.bos_id] + local() for _ in range(k + 2)]}
+        base = [tok.bos_id] + local()
+        traces["typing"] = [base + rand_ids(1, gen, vocab) * i for i in range(k + 2)]
+        chunks = [rand_ids(180, gen, vocab) for _ in range(16 + k + 2)]
+        loc = local()
+        traces["ring"] = [[tok.bos_id] + sum(chunks[i:i + 16], []) + loc for i in range(k + 2)]
+        for name, prompts in traces.items():
+            before = engine.stats()
+            lat, parts = [], []
+            for prompt in prompts:
+                t0 = time.perf_counter()
+                c = engine.submit(prompt, params).result()
+                lat.append((time.perf_counter() - t0) * 1000)
+                parts.append((c.prompt_ms, c.decode_ms, c.cached_tokens, c.completion_tokens))
+            after = engine.stats()
+            lat, parts = lat[2:], parts[2:]
+            key = f"{name}_{kind}"
+            out[key] = {"p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99),
+                        "prefill_ms": sum(p[0] for p in parts) / len(parts), "decode_ms": sum(p[1] for p in parts) / len(parts),
+                        "cached": sum(p[2] for p in parts) / len(parts), "tokens": sum(p[3] for p in parts) / len(parts),
+                        "drafts": after["spec_draft_tokens"] - before["spec_draft_tokens"],
+                        "accepted": after["spec_accepted_tokens"] - before["spec_accepted_tokens"],
+                        "reused": after["reuse_tokens"] - before["reuse_tokens"]}
+            r = out[key]
+            log(f"{tag} {key}: p50 {r['p50']:.1f} p90 {r['p90']:.1f} p99 {r['p99']:.1f} ms; prefill {r['prefill_ms']:.1f} "
+                f"decode {r['decode_ms']:.1f} ms; cached {r['cached']:.0f}, reused {r['reused']}, tokens {r['tokens']:.0f}, "
+                f"drafts {r['accepted']}/{r['drafts']}")
+    return out
+
+
 def engine_throughput(engine: Engine, prompts: list[list[int]], n: int) -> float:
     p = SamplingParams(max_new_tokens=n)
     [h.result() for h in [engine.submit(q, p) for q in prompts]]  # warm-up: graphs for this batch
@@ -249,8 +332,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def bench_preset(preset: str, modes: list[str], sections: set[str], bw: float, out: dict, device: str,
-                 compile_prefill: bool = False, max_slots: int = 32, keystrokes: int = 20,
-                 n_dec: int = 256) -> None:
+                 max_slots: int = 32, keystrokes: int = 20, n_dec: int = 256) -> None:
     res = out.setdefault(preset, {})
     t_start = time.perf_counter()
     hf, model, cfg = build(preset, device)
@@ -262,7 +344,7 @@ def bench_preset(preset: str, modes: list[str], sections: set[str], bw: float, o
     tok = tokenizer()
     gen = torch.Generator().manual_seed(0)
     prompt = rand_ids(32, gen, cfg.vocab_size)
-    if "decode" in sections:
+    if "decode" in sections and "hf" in sections:
         try:
             r = hf_decode_rate(hf, prompt, 128)
             res["hf_decode_tok_s"] = r
@@ -276,12 +358,22 @@ def bench_preset(preset: str, modes: list[str], sections: set[str], bw: float, o
         res["probe_unfused"] = probe(model, cfg, device, "unfused")
         fuse_projections(model)  # what the engine does on GPU (idempotent)
         res["probe_fused"] = probe(model, cfg, device, "fused")
+    if "prefill" in sections:
+        from codegemma.infer.fuse import fuse_projections, use_decode_attention
+
+        use_decode_attention(model)
+        fuse_projections(model)
+        res["prefill_ms"] = prefill_attention(model, cfg, device, f"[{preset}]")
     for mode in modes:
         t0 = time.perf_counter()
         try:
-            with Engine(model, tok, max_slots=max_slots, max_seq_len=2304, decode=mode,
-                        compile_prefill=compile_prefill) as engine:
-                m = res.setdefault(mode + ("+prefill" if compile_prefill and mode == "compile" else ""), {})
+            seq = 8192 if "keys" in sections else 2304
+            t_warm = time.perf_counter()
+            with Engine(model, tok, max_slots=max_slots, max_seq_len=seq, decode=mode, warmup=True,
+                        cache_reuse=256) as engine:
+                m = res.setdefault(mode, {})
+                m["warmup_s"], m["graphs"] = time.perf_counter() - t_warm, engine.stats()["cuda_graphs"]
+                log(f"[{preset}/{mode}] warm-up: {m['graphs']} graphs in {m['warmup_s']:.1f} s")
                 spec = engine.speculate
                 engine.speculate = 0  # decode rate, profile, throughput: the plain decode step
                 if "decode" in sections:
@@ -303,6 +395,11 @@ def bench_preset(preset: str, modes: list[str], sections: set[str], bw: float, o
                         f"{pct(nospec, 50):.1f} ({pct(nospec, 99):.1f}); typed suggestion {pct(typed, 50):.1f} "
                         f"({pct(typed, 99):.1f}); warm/cold {pct(warm, 50) / pct(cold, 50):.2f}, typed/cold "
                         f"{pct(typed, 50) / pct(cold, 50):.2f} [{time.perf_counter() - t0:.0f}s]")
+                    engine.speculate = 0
+                if "keys" in sections:
+                    engine.speculate = spec
+                    m["keys"] = keystroke_traces(engine, gen, cfg.vocab_size, keystrokes, f"{preset}/{mode}")
+                    m["graphs_after_traffic"] = engine.stats()["cuda_graphs"]
                     engine.speculate = 0
                 if "throughput" in sections:
                     tp = m.setdefault("throughput_tok_s", {})
@@ -346,7 +443,7 @@ def table(out: dict) -> str:
                      f"{(hf_rate or nan) / res.get('bandwidth_limit_tok_s', 1):.1%} | 1.00x | | | | | | "
                      f"{'/'.join(f'{v:.0f}' for k, v in res.get('hf_throughput_tok_s', {}).items() if isinstance(v, float))} (8/32) |")
         for mode, m in res.items():
-            if not isinstance(m, dict) or mode.startswith(("hf_", "probe_")):
+            if not isinstance(m, dict) or mode.startswith(("hf_", "probe_", "prefill_")):
                 continue
             if "error" in m:
                 lines.append(f"| {preset} | {mode} | error: {m['error'][:80]} | | | | | | | | |")
@@ -373,7 +470,6 @@ def main() -> int:
     ap.add_argument("--sections", default="decode,fim,throughput,hf")
     ap.add_argument("--out", default=None, help="JSON output file")
     ap.add_argument("--results-md", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    ap.add_argument("--compile-prefill", action="store_true", help="Engine(compile_prefill=True) in compile mode")
     ap.add_argument("--max-slots", type=int, default=32, help="Engine max_slots (fewer: fewer graphs to capture)")
     ap.add_argument("--keystrokes", type=int, default=20, help="keystrokes per FIM trace")
     ap.add_argument("--n-decode", type=int, default=256, help="tokens for the batch-1 decode rate")
@@ -395,7 +491,7 @@ def main() -> int:
     if args.cpu_dry_run:   # what the flag promises: the code path on a model a CPU can hold
         modes, presets = ["eager"], ["debug"]
     for preset in presets:
-        bench_preset(preset, modes, sections, bw, out["presets"], dev, args.compile_prefill, args.max_slots,
+        bench_preset(preset, modes, sections, bw, out["presets"], dev, args.max_slots,
                      args.keystrokes, args.n_decode)
         if args.out:
             Path(args.out).write_text(json.dumps(out, indent=2, default=str))

@@ -1,10 +1,16 @@
-"""The one decoding loop of codegemma: slots, continuous batching, prefix reuse, streaming, stops.
+"""The one decoding loop of codegemma: slots, continuous batching, prefix and chunk reuse,
+speculative decoding, streaming, stops.
 
 A background thread owns the model and the KV cache. Between decode steps it frees the slots of
 finished or cancelled requests and admits waiting ones (prefilling only the part of each prompt
-that the prefix cache does not already hold), then runs one decode step for every active slot at
-once. Callers talk to it only through `submit` (thread-safe, non-blocking) and the handle it
+that the slot's cache does not already hold), then runs one decode step for every active slot at
+once: rows with draft tokens are verified in one multi-token pass, the others take a one-token
+step. Callers talk to it only through `submit` (thread-safe, non-blocking) and the handle it
 returns; the HTTP server, the Python API and the CLI all go through here.
+
+Isolation: a request whose logits go non-finite fails alone (EngineError naming the cause); a
+step that raises is rerun request by request, so only the request that fails alone fails; every
+other request in the batch finishes as if it were alone.
 """
 
 from __future__ import annotations
@@ -16,112 +22,25 @@ import time
 from dataclasses import asdict
 
 import torch
-from torch.nn.attention import sdpa_kernel
 
 from codegemma.fim.format import stop_token_ids
-from codegemma.infer.detok import IncrementalDetokenizer, StopStrings
+from codegemma.infer.active import ActiveRequest
 from codegemma.infer.fuse import fuse_projections, use_decode_attention
-from codegemma.infer.graphs import MASKED_SDPA_BACKENDS, DecodeRunner
+from codegemma.infer.graphs import DecodeRunner
+from codegemma.infer.kv import SlotView, move_positions
 from codegemma.infer.modes import resolve_decode
-from codegemma.infer.kv import SlotView
 from codegemma.infer.prefix import SlotTable
 from codegemma.infer.requests import (Completion, EngineError, EngineStats, QueueFullError, RequestHandle,
-                                      StreamEvent)
-from codegemma.infer.sampling import SamplingParams, make_generator, sample
+                                      StreamEvent, TokenLogprob)
+from codegemma.infer.samplers import Run, TokenChooser, upload
+from codegemma.infer.sampling import SamplingParams
 from codegemma.infer.speculate import Drafter
 from codegemma.model.cache import KVCache
 
 __all__ = ["Engine", "SamplingParams", "Completion", "StreamEvent", "RequestHandle", "QueueFullError",
-           "EngineError"]
+           "EngineError", "TokenLogprob"]
 
 log = logging.getLogger(__name__)
-
-# Prefill attention uses a mask (a prompt continues a cached prefix); on Hopper PyTorch would pick
-# cuDNN's kernel, which builds a new plan for every new (prompt, context) length: tens of ms per
-# request. The memory-efficient kernel takes any mask with no per-shape setup.
-_PREFILL_BACKENDS = MASKED_SDPA_BACKENDS
-
-
-class _Request:
-    """Engine-side state of one request (touched only by the engine thread once admitted)."""
-
-    def __init__(self, rid: int, prompt: list[int], params: SamplingParams, handle: RequestHandle,
-                 tokenizer, stop_ids: set[int]):
-        self.id, self.prompt, self.params, self.handle = rid, prompt, params, handle
-        self.generator = make_generator(params.seed) if not params.greedy else None
-        self.detok = IncrementalDetokenizer(tokenizer)
-        self.stops = StopStrings(params.stop)
-        self.stop_ids = stop_ids
-        self.tokenizer = tokenizer
-        self.generated: list[int] = []
-        self.text = ""  # decoded text so far (never contains a complete stop string)
-        self.emitted = 0  # characters of `text` already streamed
-        self.pending_ids: list[int] = []  # ids not yet attached to a streamed event
-        self.next_token: int | None = None  # sampled but not yet fed to the model
-        self.history: torch.Tensor | None = None  # prompt + generated ids, for repetition penalty
-        self.slot = None
-        self.drafter: Drafter | None = None  # speculative decoding state (greedy requests only)
-        self.cached_tokens = 0
-        self.cancelled = False
-        self.t_submit = time.perf_counter()
-        self.t_admit = self.t_first = self.t_prefilled = 0.0
-
-    # ---- text handling ----------------------------------------------------------------------
-    def _emit(self, upto: int) -> None:
-        if upto > self.emitted or self.pending_ids:
-            self.handle._push(self.text[self.emitted:upto], self.pending_ids)
-            self.emitted = max(self.emitted, upto)
-            self.pending_ids = []
-
-    def add_token(self, tid: int) -> tuple[str, str | None, int | None] | None:
-        """Account for one generated id; returns (finish_reason, stop_text, stop_id) when done."""
-        self.generated.append(tid)
-        self.pending_ids.append(tid)
-        if self.history is not None:
-            self.history = torch.cat([self.history, self.history.new_tensor([tid])])
-        if tid in self.stop_ids:
-            return self._finish_text("stop", self.tokenizer.decode([tid]), tid)
-        old = len(self.text)
-        self.text += self.detok.add(tid)
-        if self.stops and len(self.text) > old:
-            hit = self.stops.find(self.text, old)
-            if hit is not None:
-                return self._cut(hit)
-        if len(self.generated) >= self.params.max_new_tokens:
-            return self._finish_text("length", None, None)
-        if self.params.max_time_ms is not None and self.t_first and \
-                (time.perf_counter() - self.t_first) * 1000 >= self.params.max_time_ms:
-            return self._finish_text("time", None, None)
-        hold = self.stops.holdback(self.text) if self.stops else 0
-        self._emit(len(self.text) - hold)
-        return None
-
-    def _cut(self, hit: tuple[int, str]) -> tuple[str, str, None]:
-        i, s = hit
-        self.text = self.text[:i]
-        self._emit(i)
-        return "stop", s, None
-
-    def _finish_text(self, reason: str, stop_text: str | None, stop_id: int | None):
-        old = len(self.text)
-        self.text += self.detok.flush()
-        if self.stops and len(self.text) > old:
-            hit = self.stops.find(self.text, old)
-            if hit is not None:
-                return self._cut(hit)
-        self._emit(len(self.text))
-        return reason, stop_text, stop_id
-
-    def completion(self, reason: str, stop_text: str | None = None, stop_id: int | None = None) -> Completion:
-        now = time.perf_counter()
-        return Completion(
-            text=self.text, token_ids=list(self.generated), finish_reason=reason,
-            prompt_tokens=len(self.prompt), completion_tokens=len(self.generated),
-            cached_tokens=self.cached_tokens, stop_text=stop_text, stop_token_id=stop_id,
-            prompt_ms=(self.t_prefilled - self.t_admit) * 1000 if self.t_prefilled else 0.0,
-            decode_ms=(now - self.t_first) * 1000 if self.t_first else 0.0,
-            queue_ms=((self.t_admit or now) - self.t_submit) * 1000)
-
 
 DEFAULT_MAX_SEQ_LEN = 8192  # CodeGemma's training length
 
@@ -134,21 +53,29 @@ def context_length(config, max_seq_len: int | None = None) -> int:
 
 class Engine:
     def __init__(self, model, tokenizer, *, max_slots: int = 8, max_seq_len: int | None = None,
-                 device=None, decode: str = "auto", max_queue: int = 256,
-                 prefill_chunk: int = 2048, warmup: bool = False, compile_prefill: bool = False,
-                 speculate: int = 15, fuse: bool | None = None):
-        """`decode`: one of graphs.DECODE_MODES: "auto" (CUDA graphs on GPU, eager on CPU), "eager",
+                 device=None, decode: str = "auto", max_queue: int = 256, prefill_chunk: int = 4096,
+                 warmup: bool = False, speculate: int = 15, cache_reuse: int = 0, fuse: bool | None = None,
+                 progress: bool = False):
+        """`decode`: one of modes.DECODE_MODES: "auto" (CUDA graphs on GPU, eager on CPU), "eager",
         "graphs" (CUDA graphs of the eager kernels), "compile" (torch.compile, then graphs).
-        `warmup`: compile and capture the decode step for every batch bucket now (a server does
-        this at start-up) instead of when a batch size first occurs. `compile_prefill` (compile
-        mode only): run prefill through the compiled model too (fewer kernel launches: short
-        prefills, such as a keystroke after a prefix-cache hit, are launch-bound when eager).
-        `speculate`: most draft tokens verified per pass for greedy requests (drafts come from the
-        slot's previous prompt and completion and from the request's own text, see
-        infer/speculate.py; output is unchanged); 0 = off. `fuse`: q/k/v and gate/up weights as
-        single matmuls (infer/fuse.py, in place, no extra weight memory); None = on GPU only."""
+        `warmup`: compile and capture every shape the engine can meet now (decode and verification
+        per batch and kv bucket, short prefill chunks per length and kv bucket), with a progress bar
+        if `progress`; a server does this at start-up so that nothing compiles during traffic.
+        `prefill_chunk`: longest prefill pass (longer prompts are prefilled in chunks).
+        `speculate`: most draft tokens verified per pass (drafts come from the slot's previous
+        prompt and completion and from the request's own text, see infer/speculate.py); greedy and
+        sampled requests alike, output distribution unchanged (infer/samplers.py); 0 = off.
+        `cache_reuse`: reuse cached runs of at least this many tokens that moved to new positions
+        (llama.cpp's --cache-reuse; see infer/prefix.py for what it approximates); 0 = off.
+        `fuse`: q/k/v and gate/up weights as single matmuls (infer/fuse.py); None = on GPU only."""
         if max_slots < 1:
             raise ValueError(f"max_slots must be >= 1, got {max_slots}")
+        if speculate < 0:
+            raise ValueError(f"speculate must be >= 0 (0 = off), got {speculate}")
+        if cache_reuse < 0:
+            raise ValueError(f"cache_reuse must be >= 0 (0 = off), got {cache_reuse}")
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         param = next(model.parameters())
         self.device = torch.device(device) if device is not None else param.device
         if param.device != self.device:
@@ -157,52 +84,42 @@ class Engine:
         self.tokenizer = tokenizer
         self.config = model.config
         self.max_seq_len = context_length(self.config, max_seq_len)
-        self.max_slots = max_slots
-        self.max_queue = max_queue
-        self.prefill_chunk = prefill_chunk
-        if speculate < 0:
-            raise ValueError(f"speculate must be >= 0 (0 = off), got {speculate}")
+        self.max_slots, self.max_queue, self.prefill_chunk = max_slots, max_queue, prefill_chunk
+        self.speculate, self.cache_reuse = speculate, cache_reuse
         use_decode_attention(self.model)  # the serving paths, swapped in from outside (infer/fuse.py)
         if fuse or (fuse is None and self.device.type == "cuda"):
             fuse_projections(self.model)  # idempotent: engines may share a model
-        self.speculate = speculate
         if tokenizer.vocab_size > self.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                              f"{self.config.vocab_size}: they do not belong together")
         # One extra cache row: the scratch slot that padded CUDA-graph rows write into.
         self.cache = KVCache(self.config, max_slots + 1, self.max_seq_len, device=self.device, dtype=param.dtype)
+        # Ids seen per slot, for the repetition penalty (allocated once: no allocation in traffic).
+        self.seen = torch.zeros(max_slots + 1, self.config.vocab_size, dtype=torch.bool, device=self.device)
         self.slots = SlotTable(max_slots)
-        mode = resolve_decode(decode, self.device)
-        self.decode_mode = mode
-        self.runner = DecodeRunner(self.model, self.cache, scratch_slot=max_slots, max_batch=max_slots, mode=mode,
-                                   spec_len=speculate)
-        self._prefill_fn = self.model.hidden_states
-        if compile_prefill and mode == "compile":
-            self._prefill_fn = torch.compile(self.model.hidden_states)
+        self.decode_mode = resolve_decode(decode, self.device)
+        self.runner = DecodeRunner(self.model, self.cache, scratch_slot=max_slots, max_batch=max_slots,
+                                   mode=self.decode_mode, spec_len=speculate)
         self.stop_ids = set(stop_token_ids(tokenizer))
+        self.chooser = TokenChooser(tokenizer, self.stop_ids)
 
+        # torch's intra-op thread count is per thread under OpenMP: the loop thread takes the
+        # count of the thread that built the engine (torch.set_num_threads before Engine(...) works).
+        self._threads = torch.get_num_threads()
         self._lock = threading.Condition()
-        self._pending: collections.deque[_Request] = collections.deque()
+        self._pending: collections.deque[ActiveRequest] = collections.deque()
         self._next_id = 0
         self._closed = False
         self._stats = EngineStats()
         if warmup:
-            self.warmup()
+            self.warmup(progress)
         self._thread = threading.Thread(target=self._loop, name="codegemma-engine", daemon=True)
         self._thread.start()
 
-    def warmup(self) -> int:
-        """Capture (and compile) the decode step for each batch bucket at the shortest kv bucket;
-        rows point at the scratch slot, so no request's cache is touched. Returns graphs captured.
-        Called from __init__ (before the loop thread starts) when warmup=True."""
-        if self.decode_mode == "eager":
-            return 0
-        scratch = self.max_slots
-        with torch.inference_mode():
-            for bb in self.runner.batch_buckets:
-                self.runner([0] * bb, [0] * bb, [scratch] * bb)
-        torch.cuda.synchronize(self.device)
-        return self.runner.num_graphs()
+    def warmup(self, progress: bool = False) -> int:
+        """Capture (and compile) every graph shape; rows point at the scratch slot, so no request's
+        cache is touched. Returns the graphs captured. Called from __init__ when warmup=True."""
+        return self.runner.warmup(progress) if self.decode_mode != "eager" else 0
 
     # ---- public API ----------------------------------------------------------------------------
     def submit(self, ids: list[int], params: SamplingParams | None = None, *,
@@ -219,6 +136,9 @@ class Engine:
         if len(ids) + params.max_new_tokens > self.max_seq_len:
             raise ValueError(f"{len(ids)} prompt tokens + max_new_tokens={params.max_new_tokens} exceed "
                              f"max_seq_len={self.max_seq_len}; build prompts with codegemma.fim.prompt")
+        bad = [t for t, _ in params.logit_bias if t >= vocab]
+        if bad:
+            raise ValueError(f"logit_bias: token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine is closed")
@@ -228,7 +148,7 @@ class Engine:
                                          f"(max_queue={self.max_queue}); retry later")
                 self._lock.wait()
             handle = RequestHandle(self._next_id, self._cancel)
-            req = _Request(self._next_id, ids, params, handle, self.tokenizer, self.stop_ids)
+            req = ActiveRequest(self._next_id, ids, params, handle, self.tokenizer, self.stop_ids)
             handle._request = req
             self._next_id += 1
             self._pending.append(req)
@@ -251,7 +171,7 @@ class Engine:
             d = asdict(self._stats)
             d.update(queue_length=len(self._pending), active_slots=len(self.slots.active()),
                      max_slots=self.max_slots, max_seq_len=self.max_seq_len, decode_mode=self.decode_mode,
-                     cuda_graphs=getattr(self.runner, "num_graphs", lambda: 0)())
+                     cuda_graphs=self.runner.num_graphs(), speculate=self.speculate, cache_reuse=self.cache_reuse)
         return d
 
     def slot_info(self) -> list[dict]:
@@ -289,7 +209,7 @@ class Engine:
 
     # ---- cancellation ----------------------------------------------------------------------------
     def _cancel(self, handle: RequestHandle) -> None:
-        req: _Request = handle._request
+        req: ActiveRequest = handle._request
         with self._lock:
             req.cancelled = True
             if req in self._pending:
@@ -302,6 +222,7 @@ class Engine:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:
+        torch.set_num_threads(self._threads)
         while True:
             with self._lock:
                 while not self._closed and not self._pending and not self.slots.active():
@@ -312,15 +233,15 @@ class Engine:
                 admitted = []
                 while self._pending and self.slots.idle():
                     req = self._pending.popleft()
-                    req.slot, req.cached_tokens = self.slots.acquire(req.prompt, req)
+                    req.slot, req.cached_tokens, req.moves = self.slots.acquire(req.prompt, req, self.cache_reuse)
                     admitted.append(req)
                 if admitted:
                     self._lock.notify_all()  # blocked submitters may proceed
             for req in admitted:
-                self._guarded([req], self._prefill, req)
+                self._isolated([req], lambda reqs: self._prefill(reqs[0]))
             active = [s.request for s in self.slots.active() if not s.request.cancelled]
             if active:
-                self._guarded(active, self._decode, active)
+                self._decode(active)
         with self._lock:
             for slot in self.slots.active():
                 slot.request.handle._finish(slot.request.completion("cancelled"))
@@ -332,18 +253,38 @@ class Engine:
             if slot.request.cancelled or slot.request.handle.done:
                 self.slots.release(slot)
 
-    def _guarded(self, reqs: list[_Request], fn, *args) -> None:
+    def _isolated(self, reqs: list[ActiveRequest], fn) -> None:
+        """fn(reqs); if it raises, rerun it for each request alone and fail only those that fail
+        alone. Safe because a step changes no request's state until its forward pass and token
+        choice succeeded (rerunning a forward rewrites the same cache positions)."""
         try:
-            fn(*args)
-        except Exception as exc:  # a failed forward (e.g. OOM) fails these requests, not the engine
-            log.exception("generation failed")
-            with self._lock:
-                for req in reqs:
-                    self.slots.forget(req.slot)
-                    req.handle._finish(None, exc)
-                    self.slots.release(req.slot)
+            fn(reqs)
+            return
+        except Exception as exc:  # a failed forward (e.g. OOM) must not take the engine down
+            if len(reqs) == 1:
+                log.exception("generation failed")
+                self._fail(reqs[0], exc)
+                return
+            log.exception("a batched step failed; running its %d requests one by one", len(reqs))
+        for req in reqs:
+            if req.handle.done or req.cancelled:
+                continue
+            try:
+                fn([req])
+            except Exception as exc:
+                log.exception("generation failed")
+                self._fail(req, exc)
 
-    def _finish(self, req: _Request, outcome) -> None:
+    def _fail(self, req: ActiveRequest, error) -> None:
+        err = error if isinstance(error, BaseException) else EngineError(str(error))
+        with self._lock:
+            self.slots.forget(req.slot)  # its cache contents are unknown
+            if req.handle._finish(None, err):
+                self._stats.requests_failed += 1
+                self._stats.requests_finished += 1
+            self.slots.release(req.slot)
+
+    def _finish(self, req: ActiveRequest, outcome) -> None:
         reason, stop_text, stop_id = outcome
         if req.generated:  # the next request in this slot may draft from this one
             req.slot.prev_prompt, req.slot.prev_output = req.prompt, list(req.generated)
@@ -353,15 +294,18 @@ class Engine:
         with self._lock:
             self.slots.release(req.slot)
 
+    # ---- prefill ------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _prefill(self, req: _Request) -> None:
+    def _prefill(self, req: ActiveRequest) -> None:
         req.t_admit = time.perf_counter()
         slot, start = req.slot, req.cached_tokens
         gen_tokens = req.params.max_new_tokens > 0
+        if req.moves:
+            move_positions(self.cache, slot.index, req.moves, self.config.head_dim, self.config.rope_theta)
         if gen_tokens and start == len(req.prompt):
             start -= 1  # the last prompt token must be run again to get the next-token logits
         req.cached_tokens = start
-        if self.speculate and gen_tokens and req.params.greedy and req.params.repetition_penalty == 1.0:
+        if self.speculate and gen_tokens:
             req.drafter = Drafter(req.prompt, slot.prev_prompt, slot.prev_output)
         with self._lock:
             self._stats.prompt_tokens += len(req.prompt)
@@ -369,61 +313,79 @@ class Engine:
             if start > 0:
                 self._stats.prefix_cache_hits += 1
                 self._stats.prefix_cache_tokens += start
+            if req.moves:
+                self._stats.reuse_chunks += len(req.moves)
+                self._stats.reuse_tokens += sum(n for _, _, n in req.moves)
         del slot.tokens[start:]
-        hidden = None
-        slot_t = torch.tensor([slot.index], device=self.device)
+        last = None  # hidden state of the last prompt token [1, H]
+        # One upload, no synchronisation: the host launches chunk after chunk while the GPU computes.
+        slot_t = upload([slot.index], torch.int64, self.device)
+        ids = upload(req.prompt[start:], torch.int64, self.device)[None] if start < len(req.prompt) else None
         for lo in range(start, len(req.prompt), self.prefill_chunk):
             if req.cancelled:
                 return
             hi = min(lo + self.prefill_chunk, len(req.prompt))
-            toks = torch.tensor([req.prompt[lo:hi]], device=self.device)
-            pos = torch.arange(lo, hi, device=self.device)[None]
-            # Hidden states only: the output head runs for the last position alone, not for every
-            # prompt token ([T, 256000] logits would be most of a long prefill's memory traffic).
-            with sdpa_kernel(_PREFILL_BACKENDS):
-                hidden = self._prefill_fn(toks, pos, cache=SlotView(self.cache, slot_t, hi))
-            slot.tokens.extend(req.prompt[lo:hi])
+            chunk = req.prompt[lo:hi]
+            if self.runner.prefill_fits(len(chunk), lo):  # short: replay a captured graph
+                last = self.runner.prefill(chunk, lo, slot.index)[:, len(chunk) - 1]
+            else:
+                # Hidden states only: the output head runs for the last position alone, not for every
+                # prompt token ([T, 256000] logits would be most of a long prefill's memory traffic).
+                toks = ids[:, lo - start:hi - start]
+                pos = torch.arange(lo, hi, device=self.device)[None]
+                last = self.model.hidden_states(toks, pos, cache=SlotView(self.cache, slot_t, hi, tail=True))[:, -1]
+            slot.tokens.extend(chunk)
         req.t_prefilled = time.perf_counter()
         if not gen_tokens:
             self._finish(req, ("length", None, None))
             return
-        if req.params.repetition_penalty != 1.0:
-            req.history = torch.tensor(req.prompt, device=self.device)
-        logits = self.model.logits(hidden[:, -1])  # [1, V]
-        tok = sample(logits, [req.params], [req.generator],
-                     [req.history] if req.history is not None else None)
+        if req.params.penalized:
+            self.seen[slot.index].zero_()
+            self.seen[slot.index, upload(req.prompt, torch.int64, self.device)] = True
+        logits = self.model.logits(last)  # [1, V]
+        choice = self.chooser.choose(logits, [Run(req.params, 0, [], req.generator, slot.index)], self.seen)[0]
         req.t_first = time.perf_counter()
-        self._accept(req, int(tok.item()))
+        self._commit(req, choice)
 
-    def _accept(self, req: _Request, tid: int) -> None:
-        with self._lock:
-            self._stats.tokens_generated += 1
-        if req.cancelled:
-            return
-        if req.drafter is not None:
-            req.drafter.add(tid)
-        outcome = req.add_token(tid)
-        if outcome is not None:
-            self._finish(req, outcome)
-        else:
-            req.next_token = tid
+    # ---- decode -------------------------------------------------------------------------------------
+    def _decode(self, reqs: list[ActiveRequest]) -> None:
+        """One step for every request in `reqs`: rows with a draft are verified together in one
+        multi-token pass, the others take a plain one-token step (each part isolated on its own,
+        so a retry never steps a request twice)."""
+        plain, spec = [], []
+        for r in reqs:
+            r.draft = self._draft(r) if len(spec) < self.runner.max_verify_batch else []
+            (spec if r.draft else plain).append(r)
+        if plain:
+            self._isolated(plain, self._step)
+        if spec:
+            self._isolated(spec, self._verify)
 
     @torch.inference_mode()
-    def _decode(self, reqs: list[_Request]) -> None:
-        """One step for every active request: rows with a draft are verified together in one
-        multi-token pass, the others take a plain one-token step."""
-        plain, spec = reqs, []
-        if self.speculate:
-            plain = []
-            for r in reqs:
-                d = self._draft(r) if len(spec) < self.runner.max_verify_batch else []
-                (spec.append((r, d)) if d else plain.append(r))
-        if plain:
-            self._decode_plain(plain)
-        if spec:
-            self._verify(spec)
+    def _step(self, reqs: list[ActiveRequest]) -> None:
+        logits = self.runner([r.next_token for r in reqs], [len(r.slot.tokens) for r in reqs],
+                             [r.slot.index for r in reqs])  # [B, V]
+        runs = [Run(r.params, i, [], r.generator, r.slot.index) for i, r in enumerate(reqs)]
+        choices = self.chooser.choose(logits, runs, self.seen)
+        with self._lock:
+            self._stats.decode_steps += 1
+        self._commit_all([(r, [], c) for r, c in zip(reqs, choices)])
 
-    def _draft(self, r: _Request) -> list[int]:
+    @torch.inference_mode()
+    def _verify(self, reqs: list[ActiveRequest]) -> None:
+        rows = [[r.next_token] + r.draft for r in reqs]
+        logits = self.runner.verify(rows, [len(r.slot.tokens) for r in reqs], [r.slot.index for r in reqs])
+        t = logits.shape[1]  # [B, T, V]
+        runs = [Run(r.params, i * t, r.draft, r.generator, r.slot.index) for i, r in enumerate(reqs)]
+        choices = self.chooser.choose(logits.reshape(-1, logits.shape[-1]), runs, self.seen)
+        with self._lock:
+            self._stats.decode_steps += 1
+            self._stats.spec_steps += 1
+            self._stats.spec_draft_tokens += sum(len(r.draft) for r in reqs)
+            self._stats.spec_accepted_tokens += sum(len(c.tokens) - 1 for c in choices if c.error is None)
+        self._commit_all([(r, r.draft, c) for r, c in zip(reqs, choices)])
+
+    def _draft(self, r: ActiveRequest) -> list[int]:
         if r.drafter is None:
             return []
         pos = len(r.slot.tokens)
@@ -432,37 +394,39 @@ class Engine:
         room = r.params.max_new_tokens - len(r.generated) - 1  # the pass also yields one token more
         return r.drafter.draft(min(self.speculate, room))
 
-    def _verify(self, spec: list[tuple[_Request, list[int]]]) -> None:
-        rows = [[r.next_token] + d for r, d in spec]
-        ids = self.runner.verify(rows, [len(r.slot.tokens) for r, _ in spec], [r.slot.index for r, _ in spec])
-        accepted_total = 0
-        for (r, d), row, greedy in zip(spec, rows, ids):
-            m = 0  # drafts confirmed: greedy[i] is the token after row[i], so d[i] == greedy[i]
-            while m < len(d) and d[m] == greedy[m]:
-                m += 1
-            r.slot.tokens.extend(row[:m + 1])  # their keys/values are now valid in the cache
-            r.drafter.verified(m)
-            accepted_total += m
-            for t in greedy[:m + 1]:
-                self._accept(r, t)
-                if r.handle.done or r.cancelled:
-                    break
-        with self._lock:
-            self._stats.decode_steps += 1
-            self._stats.spec_steps += 1
-            self._stats.spec_draft_tokens += sum(len(d) for _, d in spec)
-            self._stats.spec_accepted_tokens += accepted_total
+    def _commit_all(self, items) -> None:
+        """Apply a step's choices: (request, drafts fed, Choice). The ids fed whose keys/values are
+        now valid join the slot; emitted tokens are accounted; the penalty masks learn them."""
+        slots, toks = [], []
+        for r, drafts, c in items:
+            if c.error is None:
+                m = len(c.tokens) - 1  # drafts accepted
+                r.slot.tokens.extend(([r.next_token] + drafts)[:m + 1])
+                if drafts and r.drafter is not None:
+                    r.drafter.verified(m)
+                if r.params.penalized:
+                    slots += [r.slot.index] * len(c.tokens)
+                    toks += c.tokens
+            self._commit(r, c)
+        if toks:
+            self.seen[upload(slots, torch.int64, self.device), upload(toks, torch.int64, self.device)] = True
 
-    def _decode_plain(self, reqs: list[_Request]) -> None:
-        tokens = [r.next_token for r in reqs]
-        positions = [len(r.slot.tokens) for r in reqs]
-        slots = [r.slot.index for r in reqs]
-        logits = self.runner(tokens, positions, slots)  # [B, V]
-        for r, t in zip(reqs, tokens):
-            r.slot.tokens.append(t)
-        history = [r.history for r in reqs] if any(r.history is not None for r in reqs) else None
-        new = sample(logits, [r.params for r in reqs], [r.generator for r in reqs], history).tolist()
-        with self._lock:
-            self._stats.decode_steps += 1
-        for r, t in zip(reqs, new):
-            self._accept(r, t)
+    def _commit(self, req: ActiveRequest, choice) -> None:
+        if choice.error is not None:
+            log.warning("request %d failed: %s", req.id, choice.error)
+            self._fail(req, EngineError(choice.error))
+            return
+        for i, tid in enumerate(choice.tokens):
+            with self._lock:
+                self._stats.tokens_generated += 1
+            if req.cancelled or req.handle.done:
+                return
+            if req.drafter is not None:
+                req.drafter.add(tid)
+            lp = choice.logprobs[i] if choice.logprobs else None
+            pp = choice.probs[i] if choice.probs else None
+            outcome = req.add_token(tid, lp, pp)
+            if outcome is not None:
+                self._finish(req, outcome)
+                return
+            req.next_token = tid

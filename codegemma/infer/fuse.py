@@ -21,27 +21,45 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from codegemma.model.attention import Attention
 from codegemma.model.layers import GeGLU
 
 
+MATMUL_MAX_QUERIES = 64  # query blocks up to this length take the matmul path
+
+
 class DecodeAttention(Attention):
-    """Attention with a decode path: one query per row (T == 1) against the cache, as plain matmuls.
-    cuBLAS GEMV (fused by torch.compile) beats the fused SDPA kernels there: those parallelise over
-    query blocks and get about one block per head. Other shapes take the model's own path."""
+    """Attention with serving paths. Few queries per row (a decode step, a verification pass, a
+    short prefill chunk: T <= MATMUL_MAX_QUERIES) against the cache run as plain batched matmuls:
+    the fused SDPA kernels parallelise over query blocks and with one KV head (2b's MQA) get one or
+    two thread blocks for a 16-token verification. A long prefill chunk (a SlotView with tail=True:
+    the queries are the last positions of the keys) is causal aligned bottom right: SDPA's
+    lower-right causal bias runs it in flash attention with no mask tensor. Other shapes take the
+    model's own path."""
+
+    def forward(self, x, cos, sin, positions, cache=None, attn_mask=None):
+        if attn_mask is None and getattr(cache, "tail", False) and x.shape[1] > MATMUL_MAX_QUERIES:
+            attn_mask = causal_lower_right(x.shape[1], cache.kv_len)
+        return super().forward(x, cos, sin, positions, cache, attn_mask)
 
     def attend(self, q, k, v, attn_mask, is_causal):
         b, _, t, _ = q.shape
-        if t != 1 or attn_mask is None or attn_mask.dtype != torch.bool:
+        if isinstance(attn_mask, CausalBias):
+            if self.n_kv != self.n_heads:  # flash's lower-right path takes equal head counts
+                k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+                v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.head_dim ** -0.5)
+        if t > MATMUL_MAX_QUERIES or attn_mask is None or attn_mask.dtype != torch.bool:
             return super().attend(q, k, v, attn_mask, is_causal)
         rep = self.n_heads // self.n_kv
         s_len = k.shape[2]
-        qg = q.reshape(b, self.n_kv, rep, self.head_dim)  # query heads grouped by KV head
-        scores = torch.matmul(qg, k.transpose(-1, -2)) * self.head_dim ** -0.5  # [B, nKV, rep, S]
-        scores = scores.masked_fill(~attn_mask.reshape(b, 1, 1, s_len), float("-inf"))
+        qg = q.reshape(b, self.n_kv, rep, t, self.head_dim)  # query heads grouped by KV head
+        scores = torch.matmul(qg, k.transpose(-1, -2).unsqueeze(2)) * self.head_dim ** -0.5  # [B, nKV, rep, T, S]
+        scores = scores.masked_fill(~attn_mask.expand(b, 1, t, s_len).unsqueeze(2), float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # softmax in fp32, as HF
-        return torch.matmul(probs, v).reshape(b, self.n_heads, 1, self.head_dim)
+        return torch.matmul(probs, v.unsqueeze(2)).reshape(b, self.n_heads, t, self.head_dim)
 
 
 class FusedQKVAttention(DecodeAttention):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Iterator
 
 
@@ -23,9 +23,22 @@ class EngineError(RuntimeError):
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token's log-probability and its most likely alternatives [(id, logprob)], best
+    first. In `logprobs`: log-softmax of the raw model logits (OpenAI's definition); in `probs`:
+    of the distribution the sampler chain left (llama.cpp's post-sampling probabilities, as logs;
+    -inf for tokens the samplers removed)."""
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
 class StreamEvent:
     text: str  # new text since the previous event (UTF-8 complete, stop strings withheld)
     token_ids: list[int]  # ids generated since the previous event (the stop token included)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per token id, when asked for
+    probs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +54,8 @@ class Completion:
     prompt_ms: float = 0.0  # prefill time
     decode_ms: float = 0.0  # from the first generated token to the end
     queue_ms: float = 0.0  # waiting for a free slot
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token id, when asked for
+    probs: list[TokenLogprob] = field(default_factory=list)
 
 
 _END = object()
@@ -60,9 +75,9 @@ class RequestHandle:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # aevents() readers
 
     # ---- producer side (engine) ------------------------------------------------------------
-    def _push(self, text: str, token_ids: list[int]) -> None:
+    def _push(self, text: str, token_ids: list[int], logprobs=(), probs=()) -> None:
         if (text or token_ids) and not self._done.is_set():
-            self._events.put(StreamEvent(text, list(token_ids)))
+            self._events.put(StreamEvent(text, list(token_ids), list(logprobs), list(probs)))
             self._wake()
 
     def _wake(self) -> None:
@@ -160,4 +175,7 @@ class EngineStats:
     prefix_cache_tokens: int = 0  # prompt tokens reused in total
     spec_steps: int = 0  # speculative verification passes (each also counted in decode_steps)
     spec_draft_tokens: int = 0  # draft tokens proposed for verification
-    spec_accepted_tokens: int = 0  # draft tokens that greedy decoding confirmed (generated for free)
+    spec_accepted_tokens: int = 0  # draft tokens accepted (greedy: confirmed; sampled: the rejection rule)
+    reuse_chunks: int = 0  # shifted chunks of a slot's cache reused at new positions (--cache-reuse)
+    reuse_tokens: int = 0  # prompt tokens those chunks held (not prefilled again)
+    requests_failed: int = 0  # requests ended by an error (e.g. non-finite logits); the others go on

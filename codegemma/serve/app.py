@@ -161,22 +161,24 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None = None,
                  max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
                  model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None,
-                 allow_nonfinite: bool = False, n_predict: int | None = None, temperature: float | None = None,
+                 speculate: int = 15, cache_reuse: int = 0, allow_nonfinite: bool = False,
+                 n_predict: int | None = None, temperature: float | None = None,
                  seed: int | None = None) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
     from codegemma.api import load
 
-    # warmup: compile/capture the decode step for every batch size before the first request
-    # (a no-op on CPU), so no editor keystroke waits for torch.compile.
+    # warmup: compile/capture every graph shape (decode, verification, short prefill chunks) before
+    # the first request, with a progress bar (a no-op on CPU): no keystroke waits for a compile.
     if decode is None:  # a server lives long: compiling once for the fastest decode step pays off
         import torch
 
         on_gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         decode = "compile" if on_gpu else "eager"
     cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
-              max_queue=max_queue, warmup=True, decode=decode, allow_nonfinite=allow_nonfinite)
+              max_queue=max_queue, warmup=True, progress=True, decode=decode, speculate=speculate,
+              cache_reuse=cache_reuse, allow_nonfinite=allow_nonfinite)
     engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode,

@@ -67,6 +67,14 @@ def register(subparsers) -> None:
     p.add_argument("--client-timeout", type=float, default=ClientLimits.client_timeout_s, metavar="S",
                    help="seconds a client gets to send a request's headers, and its body (plus a second per "
                         "64 KiB), and the longest it may leave its response unread (default %(default)g)")
+    p.add_argument("--speculate", type=int, default=15, metavar="N",
+                   help="draft tokens verified per pass (drafts from the slot's previous completion and the "
+                        "prompt; greedy and sampled requests alike, output distribution unchanged); 0 = off "
+                        "(default 15)")
+    p.add_argument("--cache-reuse", type=int, default=0, metavar="N",
+                   help="reuse cached runs of at least N tokens that moved (an editor dropped a context chunk), "
+                        "re-rotating their keys, as llama.cpp's --cache-reuse; approximate past layer 0 "
+                        "(docs/inference.md); 0 = off (default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_allow_nonfinite(p)
     p.set_defaults(func=_serve)
@@ -93,6 +101,8 @@ def _serve(args) -> int:
                         "--max-connections-per-client >= 0")
     limits = ClientLimits(max_body_bytes=int(args.max_body_mb * 2**20), client_timeout_s=args.client_timeout,
                           max_connections=args.max_connections, max_per_client=args.max_connections_per_client)
+    if args.speculate < 0 or args.cache_reuse < 0:
+        raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
     _check_port_free(args.host, args.port)
@@ -102,7 +112,8 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode, allow_nonfinite=args.allow_nonfinite,
+                           fim_mode=args.fim_mode, decode=args.decode, speculate=args.speculate,
+                           cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
                            n_predict=args.n_predict, temperature=args.temp, seed=args.seed)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(

@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("codegemma.serve")
 
@@ -29,8 +29,20 @@ KNOWN_ENDPOINTS = frozenset({
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+# Engine counters that only grow, exported as Prometheus counters too (name: help).
+ENGINE_COUNTERS = {
+    "spec_draft_tokens": ("codegemma_speculative_draft_tokens", "Draft tokens proposed for verification"),
+    "spec_accepted_tokens": ("codegemma_speculative_accepted_tokens",
+                             "Draft tokens accepted (greedy: confirmed; sampled: by the rejection rule)"),
+    "reuse_chunks": ("codegemma_cache_reuse_chunks", "Cached chunks reused at shifted positions (--cache-reuse)"),
+    "reuse_tokens": ("codegemma_cache_reuse_tokens", "Prompt tokens reused from shifted chunks (--cache-reuse)"),
+    "requests_failed": ("codegemma_requests_failed", "Requests the engine ended with an error"),
+}
+
+
 class _EngineCollector:
-    """Exports every numeric value of `engine.stats()` as a gauge `codegemma_engine_<key>`."""
+    """Exports every numeric value of `engine.stats()` as a gauge `codegemma_engine_<key>`, and the
+    ENGINE_COUNTERS as counters."""
 
     def __init__(self, stats: Callable[[], dict]):
         self._stats = stats
@@ -45,6 +57,9 @@ class _EngineCollector:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             yield GaugeMetricFamily(f"codegemma_engine_{key}", f"engine.stats()['{key}']", value=value)
+        for key, (name, doc) in ENGINE_COUNTERS.items():
+            if isinstance(values.get(key), (int, float)):
+                yield CounterMetricFamily(name, doc, value=values[key])
 
 
 class ServerMetrics:

@@ -11,6 +11,16 @@ from tests.conftest import SAMPLE_CODE
 VOCAB = 512
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a busy shared machine every OpenMP
+    barrier of a second thread costs milliseconds (engines inherit the setting, see Engine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _hf_config():
     transformers = pytest.importorskip("transformers")
     return transformers.GemmaConfig(

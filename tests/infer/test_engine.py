@@ -181,10 +181,45 @@ def test_queue_full_and_too_long_prompts(make_engine, P):
     assert queued.result(timeout=30).completion_tokens == 4
 
 
-def test_time_limit(make_engine, P):
+def test_time_limit_stops_right_after_a_newline(make_engine, loaded, P):
+    """llama.cpp's t_max_predict_ms: once the time is up, generation ends after the next token whose
+    text holds a newline, so the suggestion ends at a line end."""
+    _, tok = loaded
     engine = make_engine(max_slots=1)
-    c = engine.submit(P[0], SamplingParams(max_new_tokens=480, max_time_ms=1)).result(timeout=60)
-    assert c.finish_reason == "time" and 1 <= c.completion_tokens < 480
+    full = engine.submit(P[0], SamplingParams(max_new_tokens=200)).result(timeout=60)
+    k = next(i for i, t in enumerate(full.token_ids) if "\n" in tok.decode(full.token_ids[:i + 1])[
+        len(tok.decode(full.token_ids[:i])):])
+    c = engine.submit(P[0], SamplingParams(max_new_tokens=200, max_time_ms=1e-3)).result(timeout=60)
+    assert c.finish_reason == "time" and c.token_ids == full.token_ids[:k + 1] and c.text.endswith("\n")
+
+
+def test_logprobs_raw_and_after_the_samplers(make_engine, loaded, P):
+    """logprobs: log-softmax of the raw logits per token (OpenAI) with the top alternatives; probs:
+    the distribution the sampler chain left (llama.cpp's post-sampling probabilities), as logs."""
+    import math
+
+    from codegemma.infer.samplers import TokenChooser
+
+    model, _ = loaded
+    engine = make_engine(max_slots=1)
+    for params in (SamplingParams(max_new_tokens=3, logprobs=5),
+                   SamplingParams(max_new_tokens=3, logprobs=3, temperature=0.9, top_k=4, seed=1)):
+        h = engine.submit(P[1], params)
+        streamed = [lp for ev in h.events() for lp in ev.logprobs]
+        c = h.result()
+        assert [lp.token_id for lp in c.logprobs] == c.token_ids == [p.token_id for p in c.probs]
+        assert streamed == c.logprobs
+        with torch.no_grad():
+            raw = model(torch.tensor([P[1] + c.token_ids[:-1]]))[0, len(P[1]) - 1:]
+        want = torch.log_softmax(raw.float(), -1)
+        for i, lp in enumerate(c.logprobs):
+            assert math.isclose(lp.logprob, float(want[i, lp.token_id]), abs_tol=1e-4)
+            assert [t for t, _ in lp.top] == want[i].topk(params.logprobs).indices.tolist()
+        post = TokenChooser().distribution(raw, [params] * len(c.token_ids))
+        for i, p in enumerate(c.probs):
+            assert math.isclose(math.exp(p.logprob), float(post[i, p.token_id]), abs_tol=1e-4)
+            kept = int((post[i] > 0).sum())
+            assert sum(v > -math.inf for _, v in p.top) == min(kept, params.logprobs)
 
 
 def test_submit_is_thread_safe(make_engine, P):

@@ -25,14 +25,18 @@ def _model(kv_heads: int, seed: int = 0):
 
 
 def _run(model, tok, mode, prompts, params):
-    with Engine(model, tok, max_slots=4, max_seq_len=1024, decode=mode, warmup=mode != "eager",
-                compile_prefill=mode == "compile") as engine:
-        assert engine.stats()["cuda_graphs"] == (0 if mode == "eager" else 3)  # batch buckets 1, 2, 4
+    with Engine(model, tok, max_slots=4, max_seq_len=1024, decode=mode, warmup=mode != "eager") as engine:
+        # every shape is captured at start: decode and verification per batch and kv bucket, short
+        # prefill chunks per length and kv bucket
+        captured = engine.stats()["cuda_graphs"]
+        assert captured == len(engine.runner.shapes()) == (0 if mode == "eager" else 3 * 3 + 3 * 3 + 4 * 3)
         handles = [engine.submit(p, sp) for p, sp in zip(prompts, params)]
         out = [h.result(timeout=600).token_ids for h in handles]
         # A request that joins later lands in another batch bucket and, past 256, another kv bucket.
         out.append(engine.submit(prompts[0], SamplingParams(max_new_tokens=300)).result(timeout=600).token_ids)
-        assert engine.stats()["cuda_graphs"] >= (0 if mode == "eager" else 4)  # + a longer kv bucket
+        long = [2] + [200 + i % 300 for i in range(700)]  # an eager prefill chunk (lower-right causal)
+        out.append(engine.submit(long, SamplingParams(max_new_tokens=5)).result(timeout=600).token_ids)
+        assert engine.stats()["cuda_graphs"] == captured  # nothing captured (or compiled) during traffic
     return out
 
 
@@ -63,12 +67,14 @@ def test_speculation_and_fused_weights_match_plain_eager_decoding(small_tokenize
     ref_model, model = _model(2), _model(2)
     base = [2] + list(range(200, 240))
     params = SamplingParams(max_new_tokens=40)
+    sampled = SamplingParams(max_new_tokens=40, temperature=0.8, top_k=40, seed=3)
 
     def trace(engine):
         out = []
         first = engine.submit(base, params).result(timeout=600).token_ids
         for prompt in ([base] * 2 + [base + first[:i] for i in (1, 2, 5)] + [base[:-1]]):
             out.append(engine.submit(prompt, params).result(timeout=600).token_ids)
+            out.append(engine.submit(prompt, sampled).result(timeout=600).token_ids)  # drafts verified by sampling
         # a batch: drafted rows verified together while another row takes plain steps
         hs = [engine.submit(p, params) for p in (base, base + first[:3], [2, 400, 401])]
         out += [h.result(timeout=600).token_ids for h in hs]
