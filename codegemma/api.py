@@ -96,13 +96,19 @@ class CodeGemma:
 
 
 def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_slots: int = 8,
-         max_seq_len: int | None = None, compile: bool | str | None = None, **engine_options) -> CodeGemma:
+         max_seq_len: int | None = None, compile: bool | str | None = None, quantize: str | None = None,
+         group_size: int = 128, **engine_options) -> CodeGemma:
     """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
 
     `path` None or "nano" loads codegemma-nano, the built-in model (codegemma/models/nano).
-    `engine_options` go to the Engine (e.g. max_queue, warmup, speculate)."""
+    `quantize`: None (the dtype's weights), "int8" (per output channel) or "int4" (groups of
+    `group_size` inputs: 32, 64, 128 or 256), weight-only, applied as the weights are read
+    (codegemma/infer/quantize.py; docs/inference.md). `engine_options` go to the Engine (e.g.
+    max_queue, warmup, speculate)."""
+    from codegemma.infer.quantize import check_mode
     from codegemma.models import resolve_model
 
+    check_mode(quantize, group_size)  # before any loading
     path = resolve_model(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: model directory not found; pass a directory with config.json, "
@@ -113,6 +119,10 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
 
     tokenizer = Tokenizer.load(path)
     model, config = load_model(path, device=device, dtype=dtype)
+    if quantize is not None:
+        from codegemma.infer.quantize import quantize_model
+
+        quantize_model(model, quantize, group_size)
     engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, compile=compile,
                     **engine_options)
     return CodeGemma(model, tokenizer, config, engine)

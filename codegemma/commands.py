@@ -58,6 +58,16 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
     p.add_argument("--decode", choices=("auto", "eager", "graphs", "compile"), default="auto",
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
+    add_quantize_args(p)
+
+
+def add_quantize_args(p: argparse.ArgumentParser) -> None:
+    """--quantize / --group-size, shared by generate, complete, chat, serve and eval run."""
+    p.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                   help="weight-only quantization applied while loading: int8 (per output channel; CPU "
+                        "and GPU) or int4 (grouped; a quarter of bf16's memory). Default: none")
+    p.add_argument("--group-size", type=int, choices=(32, 64, 128, 256), default=128,
+                   help="int4: inputs per scale/zero group (default 128; smaller is more accurate and larger)")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -86,7 +96,7 @@ def _load(args):
         on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         decode = "graphs" if on_gpu else "eager"
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                compile=decode)
+                compile=decode, quantize=args.quantize, group_size=args.group_size)
 
 
 def _write(text: str) -> None:
