@@ -48,6 +48,9 @@ _ROWS_PER_CHUNK = 4096  # quantize this many rows at a time: fp32 temporaries st
 # activation dtype (gpt-fast; inductor fuses the conversion into its matmul under torch.compile).
 # int4: "tinygemm" = torch._weight_int4pack_mm (bf16 only; weights packed by _convert_weight_to_int4pack).
 INT8_CUDA_KERNEL = "triton"
+# PyTorch's CPU kernels are fast for decode-sized inputs; past this many rows (prefill) an int8
+# weight is dequantized once and multiplied by the activation dtype's own matmul.
+_CPU_PACKED_MAX_ROWS = 64
 INT4_CUDA_KERNEL = "triton"
 
 
@@ -98,13 +101,13 @@ def quantize_int4(w: torch.Tensor, group_size: int, scale_dtype: torch.dtype) ->
     return q, sz.transpose(0, 1).contiguous()
 
 
-def _int4_layout(out_features: int, in_features: int, group_size: int, device: torch.device) -> int | None:
+def _int4_layout(out_features: int, in_features: int, group_size: int, layout: str) -> int | None:
     """inner_k_tiles for the packed layout (0: none), or None when the int4 kernel cannot take this shape."""
     if in_features % group_size:
         return None
-    if device.type == "cuda" and INT4_CUDA_KERNEL == "triton":
-        return 0 if in_features % 32 == 0 else None  # no inner tiles; k in blocks of 16 or more
-    if device.type == "cuda":  # tinygemm: n in tiles of 8, k in tiles of inner_k_tiles * 16
+    if layout == "plain":
+        return 0  # our Triton kernel: k in tiles of at most one group
+    if layout == "tinygemm":  # n in tiles of 8, k in tiles of inner_k_tiles * 16
         if out_features % 8:
             return None
         return next((t for t in (8, 4, 2) if in_features % (t * 16) == 0), None)
@@ -123,6 +126,7 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor):
         super().__init__()
         self.out_features, self.in_features = weight.shape
+        self.kernel = INT8_CUDA_KERNEL if weight.is_cuda else "int8pack"
         self.register_buffer("weight", weight)
         self.register_buffer("scales", scales)
 
@@ -132,14 +136,18 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scales = self.scales if self.scales.dtype == x.dtype else self.scales.to(x.dtype)
-        if x.is_cuda and INT8_CUDA_KERNEL == "dequant":
+        if self.kernel == "dequant":
             return F.linear(x, self.weight.to(x.dtype)) * scales
-        if x.is_cuda and INT8_CUDA_KERNEL == "triton":
+        xf = _flat(x, self.in_features)
+        if self.kernel == "triton":
             from codegemma.infer.quant_triton import wq_matmul
 
-            out = wq_matmul(_flat(x, self.in_features), self.weight, scales, self.out_features, bits=8)
-        else:
-            out = torch._weight_int8pack_mm(_flat(x, self.in_features), self.weight, scales)
+            out = wq_matmul(xf, self.weight, scales, self.out_features, bits=8)
+        elif xf.shape[0] > _CPU_PACKED_MAX_ROWS:  # prefill: dequantize once, the dtype's own matmul
+            return F.linear(x, self.weight.to(x.dtype)) * scales
+        else:  # the CPU kernel is vectorized for 16-bit activations only (fp32: ~10x slower)
+            xb = xf.to(torch.bfloat16) if xf.dtype == torch.float32 else xf
+            out = torch._weight_int8pack_mm(xb, self.weight, scales.to(xb.dtype)).to(x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     @classmethod
@@ -155,13 +163,15 @@ class Int8Linear(nn.Module):
 
 class Int4Linear(nn.Module):
     """y = x @ dequant(W)^T with W packed for the device's int4 kernel (`weight`) and
-    `scales_and_zeros` [K / group_size, N, 2]. Packing: CUDA (Triton kernel) uint8 [N, K/2], two
-    values per byte, even k in the low nibble; CPU: torch._convert_weight_to_int4pack_for_cpu's."""
+    `scales_and_zeros` [K / group_size, N, 2]. `layout`: "plain" (CUDA, our Triton kernel) uint8
+    [N, K/2], two values per byte, even k in the low nibble; "tinygemm" (CUDA)
+    torch._convert_weight_to_int4pack's tiles; "cpu" torch._convert_weight_to_int4pack_for_cpu's."""
 
     def __init__(self, weight: torch.Tensor, scales_and_zeros: torch.Tensor, in_features: int,
-                 out_features: int, group_size: int):
+                 out_features: int, group_size: int, layout: str):
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.layout = layout
         self.register_buffer("weight", weight)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
 
@@ -169,32 +179,39 @@ class Int4Linear(nn.Module):
     def from_float(cls, w: torch.Tensor, group_size: int) -> "Int4Linear | None":
         """None when the kernels cannot take w's shape (the caller falls back to int8)."""
         n, k = w.shape
-        tiles = _int4_layout(n, k, group_size, w.device)
+        layout = "cpu" if not w.is_cuda else ("tinygemm" if INT4_CUDA_KERNEL == "tinygemm" else "plain")
+        tiles = _int4_layout(n, k, group_size, layout)
         if tiles is None:
             return None
-        if w.is_cuda and INT4_CUDA_KERNEL == "tinygemm":  # bf16 scales; even k in the high nibble
+        if layout == "tinygemm":  # bf16 scales; even k in the high nibble
             q, sz = quantize_int4(w, group_size, torch.bfloat16)
             packed = torch._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
-        elif w.is_cuda:
+        elif layout == "plain":
             q, sz = quantize_int4(w, group_size, w.dtype)
             packed = (q[:, ::2] | q[:, 1::2] << 4).to(torch.uint8)
         else:
-            q, sz = quantize_int4(w, group_size, w.dtype)
+            q, sz = quantize_int4(w, group_size, torch.bfloat16)
             packed = torch._convert_weight_to_int4pack_for_cpu(q, tiles)
-        return cls(packed, sz, k, n, group_size)
+        return cls(packed, sz, k, n, group_size, layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = _flat(x, self.in_features)
-        if xf.is_cuda and INT4_CUDA_KERNEL == "tinygemm":  # computes in bf16
-            out = torch._weight_int4pack_mm(xf.to(torch.bfloat16), self.weight, self.group_size,
-                                            self.scales_and_zeros).to(x.dtype)
-        elif xf.is_cuda:
+        # A part of a fused module holds a strided view of the fused scales; the kernels want them dense.
+        sz = self.scales_and_zeros.contiguous()
+        if self.layout == "tinygemm":
+            from codegemma.infer.quant_triton import DOT_MAX_ROWS
+
+            if xf.shape[0] > DOT_MAX_ROWS:  # prefill: tinygemm is slow there, cuBLAS on the dequantized weight is not
+                out = F.linear(xf, dequantize_tinygemm(self.weight, sz, self.group_size, xf.dtype))
+            else:  # computes in bf16
+                out = torch._weight_int4pack_mm(xf.to(torch.bfloat16), self.weight, self.group_size, sz).to(x.dtype)
+        elif self.layout == "plain":
             from codegemma.infer.quant_triton import wq_matmul
 
-            out = wq_matmul(xf, self.weight, self.scales_and_zeros, self.out_features, bits=4, group=self.group_size)
-        else:
-            sz = self.scales_and_zeros if self.scales_and_zeros.dtype == x.dtype else self.scales_and_zeros.to(x.dtype)
-            out = torch._weight_int4pack_mm_for_cpu(xf, self.weight, self.group_size, sz)
+            out = wq_matmul(xf, self.weight, sz, self.out_features, bits=4, group=self.group_size)
+        else:  # the CPU kernel computes in bf16 (its fp32 path is not vectorized)
+            out = torch._weight_int4pack_mm_for_cpu(xf.to(torch.bfloat16), self.weight, self.group_size,
+                                                    sz).to(x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     @classmethod
@@ -202,18 +219,55 @@ class Int4Linear(nn.Module):
         """Concatenate packed weights along the output dimension: valid when every part but the last
         fills whole tiles of the packed layout (64 rows on the CPU, 8 for tinygemm); else None."""
         first = linears[0]
-        tile = 64 if not first.weight.is_cuda else (8 if INT4_CUDA_KERNEL == "tinygemm" else 1)
+        tile = {"cpu": 64, "tinygemm": 8, "plain": 1}[first.layout]
         if any(m.out_features % tile for m in linears[:-1]) or \
-                len({(m.group_size, m.in_features, m.weight.shape[1:]) for m in linears}) != 1:
+                len({(m.group_size, m.in_features, m.layout, m.weight.shape[1:]) for m in linears}) != 1:
             return None
         fused = cls(torch.cat([m.weight for m in linears]), torch.cat([m.scales_and_zeros for m in linears], dim=1),
-                    first.in_features, sum(m.out_features for m in linears), first.group_size)
+                    first.in_features, sum(m.out_features for m in linears), first.group_size, first.layout)
         _rebind_as_views(linears, fused, ("weight", "scales_and_zeros"), dims=(0, 1))
         return fused
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"int4 group_size={self.group_size}")
+                f"int4 group_size={self.group_size}, layout={self.layout}")
+
+
+def _nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """Every 4-bit value of a packed tensor, in memory order (low nibble of each byte first)."""
+    b = packed.contiguous().view(torch.uint8).reshape(-1, 1)
+    return torch.cat([b & 0xF, b >> 4], dim=1).reshape(-1)
+
+
+@functools.cache
+def _tinygemm_order(device: str, tiles: int) -> torch.Tensor:
+    """For one tinygemm tile (8 rows x tiles * 16 columns): the nibble slot that holds element
+    (r, c), at index r * tiles * 16 + c. Read off the packing op itself by packing the hex digits of
+    each element's position, so no knowledge of the layout is assumed."""
+    rows, cols = 8, tiles * 16
+    pos = torch.arange(rows * cols, device=device)
+    slot_to_pos = torch.zeros_like(pos)
+    for digit in range(3):  # positions < 16 ** 3
+        q = ((pos >> (4 * digit)) & 0xF).reshape(rows, cols).to(torch.int32)
+        packed = torch._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
+        slot_to_pos += _nibbles(packed).long() << (4 * digit)
+    order = torch.empty_like(pos)
+    order[slot_to_pos] = torch.arange(rows * cols, device=device)
+    return order
+
+
+def dequantize_tinygemm(packed: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """The [N, K] weight of a tinygemm-packed int4 tensor ([N/8, K/(tiles*16), 32, tiles/2] int32)."""
+    nb, kb, _, half_tiles = packed.shape
+    tiles = half_tiles * 2
+    cols = tiles * 16
+    q = _nibbles(packed).reshape(nb, kb, 8 * cols)[:, :, _tinygemm_order(str(packed.device), tiles)]
+    q = q.reshape(nb, kb, 8, cols).permute(0, 2, 1, 3).reshape(nb * 8, kb * cols)  # [N, K]
+    n, k = q.shape
+    scale, zero = scales_and_zeros[..., 0].t().float(), scales_and_zeros[..., 1].t().float()  # [N, G]
+    w = (q.reshape(n, k // group_size, group_size).float() - 8) * scale[..., None] + zero[..., None]
+    return w.reshape(n, k).to(dtype)
 
 
 def _rebind_as_views(linears, fused: nn.Module, names: tuple[str, ...], dims: tuple[int, ...]) -> None:
