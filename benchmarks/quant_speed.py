@@ -235,7 +235,7 @@ def bench_decode(preset: str, fmt: str, modes: list[str], device: str, dtype, bw
     for mode in modes:
         m = res.setdefault(mode, {})
         try:
-            with Engine(model, tok, max_slots=2, max_seq_len=2304, compile=mode) as engine:
+            with Engine(model, tok, max_slots=2, max_seq_len=2304, decode=mode) as engine:
                 spec = engine.speculate
                 engine.speculate = 0
                 r, step_ms = engine_decode_rate(engine, prompt, n_dec)

@@ -1,14 +1,16 @@
-"""Fewer, larger GEMMs for decoding: q/k/v in one matmul and gate/up in one matmul.
+"""Serving-only model paths, applied from outside the model: the decode attention path, and fewer,
+larger GEMMs (q/k/v in one matmul, gate/up in one matmul).
 
 At batch 1 a decode step is a chain of GEMVs; each extra GEMV costs a kernel launch (plus cuBLAS
 split-K setup/reduction kernels) on top of its weight reads. Concatenating the weights of the
 projections that read the same input saves 3 kernels or more per layer, with the same arithmetic.
 
 Applied from outside the model, like the quantization in infer/quantize.py: `fuse_linears` builds
-one module over the concatenated weights of several linears and turns the originals' tensors into
-views of it, so the model holds one copy of every weight, keeps its Hugging Face parameter names
-and state_dict (the fused module's tensors are non-persistent), and its unfused code path still
-computes the same values. The attention and MLP modules get subclasses that call the fused module.
+one module over the concatenated weights of several linears (plain or quantized) and turns the
+originals' tensors into views of it, so the model holds one copy of every weight, keeps its
+Hugging Face parameter names and state_dict (the fused module's tensors are non-persistent), and
+its unfused code path still computes the same values. The attention and MLP modules get
+subclasses that call the fused module.
 
 Caveat: moving the model afterwards (`.to(...)`) or `load_state_dict(..., assign=True)` breaks the
 sharing between the views and the fused tensor; the engine fuses after putting the model on its
@@ -25,7 +27,25 @@ from codegemma.model.attention import Attention
 from codegemma.model.layers import GeGLU
 
 
-class FusedQKVAttention(Attention):
+class DecodeAttention(Attention):
+    """Attention with a decode path: one query per row (T == 1) against the cache, as plain matmuls.
+    cuBLAS GEMV (fused by torch.compile) beats the fused SDPA kernels there: those parallelise over
+    query blocks and get about one block per head. Other shapes take the model's own path."""
+
+    def attend(self, q, k, v, attn_mask, is_causal):
+        b, _, t, _ = q.shape
+        if t != 1 or attn_mask is None or attn_mask.dtype != torch.bool:
+            return super().attend(q, k, v, attn_mask, is_causal)
+        rep = self.n_heads // self.n_kv
+        s_len = k.shape[2]
+        qg = q.reshape(b, self.n_kv, rep, self.head_dim)  # query heads grouped by KV head
+        scores = torch.matmul(qg, k.transpose(-1, -2)) * self.head_dim ** -0.5  # [B, nKV, rep, S]
+        scores = scores.masked_fill(~attn_mask.reshape(b, 1, 1, s_len), float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # softmax in fp32, as HF
+        return torch.matmul(probs, v).reshape(b, self.n_heads, 1, self.head_dim)
+
+
+class FusedQKVAttention(DecodeAttention):
     """Attention whose q/k/v projections are one module, `qkv_proj` (outputs [nH hd | nKV hd | nKV hd])."""
 
     def project_qkv(self, x):
@@ -75,12 +95,22 @@ def fuse_linears(linears: list[nn.Module]) -> nn.Module | None:
     return fused
 
 
+def use_decode_attention(model: nn.Module) -> int:
+    """Give every attention module of `model` the decode path (in place; idempotent)."""
+    changed = 0
+    for module in model.modules():
+        if type(module) is Attention:
+            module.__class__ = DecodeAttention
+            changed += 1
+    return changed
+
+
 def fuse_projections(model: nn.Module) -> int:
-    """Fuse q/k/v and gate/up in every layer of `model` in place; returns the modules changed
-    (0 when already fused, or when the layers cannot be fused)."""
+    """Fuse q/k/v and gate/up in every layer of `model` in place (attention gets the decode path
+    too); returns the modules changed (0 when already fused, or when the layers cannot be fused)."""
     changed = 0
     for module in list(model.modules()):
-        if type(module) is Attention:
+        if type(module) in (Attention, DecodeAttention):
             fused = fuse_linears([module.q_proj, module.k_proj, module.v_proj])
             if fused is not None:
                 module.__class__ = FusedQKVAttention

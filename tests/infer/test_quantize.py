@@ -164,20 +164,21 @@ def test_engine_greedy_with_quantized_weights_matches_a_plain_forward_loop(model
     model, tok = model_tok
     q = quantize_model(copy.deepcopy(model), mode, 32)
     n = 12
+    prompts = [tok.encode(p, add_bos=True) for p in PROMPTS]
     want = []
-    for prompt in PROMPTS:
-        ids = tok.encode(prompt, add_bos=True)
+    for prompt in prompts:
+        ids = list(prompt)
         with torch.no_grad():
             for _ in range(n):
                 ids.append(int(q(torch.tensor([ids]))[0, -1].argmax()))
         want.append(ids[-n:])
     params = SamplingParams(max_new_tokens=n)
     with Engine(q, tok, max_slots=4, max_seq_len=256, speculate=0) as e:
-        assert [c.token_ids for c in e.generate(PROMPTS, params)] == want
+        assert [c.token_ids for c in e.generate(prompts, params)] == want
     fused = copy.deepcopy(q)
     with Engine(fused, tok, max_slots=4, max_seq_len=256, fuse=True) as e:  # speculation on
         assert is_fused(fused)
-        got = [e.submit(p, params).result().token_ids for p in PROMPTS * 2]  # second round drafts
+        got = [e.submit(p, params).result().token_ids for p in prompts * 2]  # second round drafts
         assert e.stats()["spec_steps"] > 0
     assert got == want * 2
 

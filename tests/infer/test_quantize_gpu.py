@@ -55,7 +55,7 @@ def _model(seed: int = 0):
 
 
 def _tokens(model, tok, mode, prompts, params, max_slots=4):
-    with Engine(model, tok, max_slots=max_slots, max_seq_len=512, compile=mode, speculate=0) as engine:
+    with Engine(model, tok, max_slots=max_slots, max_seq_len=512, decode=mode, speculate=0) as engine:
         return [engine.submit(p, sp).result(timeout=600).token_ids for p, sp in zip(prompts, params)]
 
 
