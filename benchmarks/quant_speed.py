@@ -28,6 +28,7 @@ import argparse
 import datetime
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,9 +69,20 @@ def build(preset: str, device: str, dtype: torch.dtype, seed: int = 0) -> Gemma:
 
 
 def model_for(preset: str, fmt: str, device: str, dtype: torch.dtype, group_size: int) -> Gemma:
+    """fmt: bf16 (the unquantized dtype), int8, int4, or int8:KERNEL / int4:KERNEL to pick a CUDA
+    kernel other than the default (quantize.INT8_CUDA_KERNEL / INT4_CUDA_KERNEL)."""
+    import codegemma.infer.quantize as quantize
+
     model = build(preset, device, dtype)
-    if fmt != "bf16":
-        quantize_model(model, fmt, group_size)
+    mode, _, kernel = fmt.partition(":")
+    if mode != "bf16":
+        name = "INT8_CUDA_KERNEL" if mode == "int8" else "INT4_CUDA_KERNEL"
+        default = getattr(quantize, name)
+        setattr(quantize, name, kernel or default)  # read when each module is built
+        try:
+            quantize_model(model, mode, group_size)
+        finally:
+            setattr(quantize, name, default)
     return model
 
 
@@ -152,7 +164,8 @@ def kernel_candidates(w: torch.Tensor, group_size: int) -> dict:
     return out
 
 
-def bench_kernels(cfg, device: str, dtype: torch.dtype, group_size: int, rows: list[int], sweep: bool) -> list[dict]:
+def bench_kernels(cfg, device: str, dtype: torch.dtype, group_size: int, rows: list[int], sweep: bool,
+                  only: str | None = None) -> list[dict]:
     res = []
     gen = torch.Generator(device=device).manual_seed(0)
     for name, (n, k) in shapes_of(cfg).items():
@@ -164,7 +177,7 @@ def bench_kernels(cfg, device: str, dtype: torch.dtype, group_size: int, rows: l
             if m > 16 and name == "head":
                 continue  # prefill computes the head for one row only
             x = torch.randn(m, k, generator=gen, device=device, dtype=dtype)
-            for kname in [c for c in cands[0] if c != "raw"]:
+            for kname in [c for c in cands[0] if c != "raw" and (not only or re.search(only, c))]:
                 if kname == "int8 compiled dequant" and m > 1:
                     continue  # gpt-fast's decode path; each new row count would recompile
                 try:
@@ -301,6 +314,59 @@ def bench_llama(preset: str, llama_bench: str, device: str, workdir: Path, n_gen
     return out
 
 
+# ---- memory: load and serve on a budget ------------------------------------------------------------
+
+MEMORY_CHILD = r"""
+import json, sys, time, torch
+import codegemma
+from codegemma.infer.engine import SamplingParams
+path, quant, budget, ctx, n_prompt = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.cuda.set_per_process_memory_fraction(budget / torch.cuda.get_device_properties(0).total_memory)
+t0 = time.perf_counter()
+cg = codegemma.load(path, device="cuda", quantize=quant, max_slots=1, max_seq_len=ctx, decode="graphs", warmup=True)
+load_s, after_load = time.perf_counter() - t0, torch.cuda.max_memory_allocated()
+ids = [2] + torch.randint(108, cg.config.vocab_size, (n_prompt - 1,), generator=torch.Generator().manual_seed(0)).tolist()
+c = cg.engine.submit(ids, SamplingParams(max_new_tokens=64)).result()
+print(json.dumps({"load_s": load_s, "max_allocated_after_load_GB": after_load / 1e9,
+                  "max_allocated_after_request_GB": torch.cuda.max_memory_allocated() / 1e9,
+                  "kv_cache_GB": cg.engine.cache.nbytes() / 1e9, "prompt_tokens": c.prompt_tokens,
+                  "completion_tokens": c.completion_tokens, "prefill_ms": c.prompt_ms,
+                  "decode_tok_s": (c.completion_tokens - 1) / (c.decode_ms / 1000)}))
+"""
+
+
+def bench_memory(preset: str, quant: str, budget_gb: float, ctx: int, n_prompt: int, workdir: Path) -> dict:
+    """Save random bf16 weights, then load them with `codegemma.load(quantize=...)` in a fresh
+    process capped at `budget_gb` of GPU memory (torch.cuda.set_per_process_memory_fraction) and
+    serve one request of `n_prompt` tokens in a 1-slot, `ctx`-token KV cache."""
+    from codegemma.model.checkpoint import save_model
+    from codegemma.tokenizer import save_tokenizer_files, train_bpe_tokenizer
+
+    model_dir = workdir / f"{preset}-model"
+    if not model_dir.exists():
+        model = build(preset, "cuda", torch.bfloat16)
+        tok_dir = workdir / "tok"
+        tok_dir.mkdir(exist_ok=True)
+        save_tokenizer_files(train_bpe_tokenizer(["def add(a, b):\n    return a + b\n" * 8], 512), tok_dir)
+        t0 = time.perf_counter()
+        save_model(model, model.config, model_dir, dtype="bfloat16", tokenizer_dir=tok_dir)
+        log(f"[{preset}] saved a random bf16 checkpoint in {time.perf_counter() - t0:.0f}s")
+        del model
+        torch.cuda.empty_cache()
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(model_dir), quant, str(budget_gb * 1e9),
+                           str(ctx), str(n_prompt)], capture_output=True, text=True, cwd=str(ROOT))
+    if proc.returncode != 0:
+        log(f"[{preset}/{quant}] memory run failed: {proc.stderr[-800:]}")
+        return {"error": proc.stderr[-800:], "budget_GB": budget_gb}
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r.update(budget_GB=budget_gb, slots=1, context=ctx)
+    log(f"[{preset}/{quant}] on a {budget_gb:g} GB budget: max allocated {r['max_allocated_after_load_GB']:.2f} GB "
+        f"after loading ({r['load_s']:.0f}s), {r['max_allocated_after_request_GB']:.2f} GB after a "
+        f"{r['prompt_tokens']}-token prompt + {r['completion_tokens']} tokens (KV cache {r['kv_cache_GB']:.2f} GB: "
+        f"1 slot + the scratch row, {ctx} tokens); decode {r['decode_tok_s']:.0f} tok/s")
+    return r
+
+
 # ---- report --------------------------------------------------------------------------------------
 
 def table(out: dict) -> str:
@@ -310,9 +376,8 @@ def table(out: dict) -> str:
              "| vs bf16 (same mode) | FIM cold/warm p50 ms | llama.cpp tok/s (type) | vs llama.cpp |",
              "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|"]
     for preset, res in out["presets"].items():
-        for fmt in FORMATS:
-            r = res.get(fmt)
-            if not r:
+        for fmt, r in res.items():
+            if fmt.partition(":")[0] not in FORMATS or not r:
                 continue
             for mode, m in r.items():
                 if not isinstance(m, dict) or mode in ("llama",):
@@ -321,13 +386,14 @@ def table(out: dict) -> str:
                     lines.append(f"| {preset} | {fmt} | | | {mode} | error: {m['error'][:80]} | | | | | |")
                     continue
                 base = res.get("bf16", {}).get(mode, {}).get("decode_tok_s", nan)
-                lm = res.get("llama", {}).get(llama_of[fmt], {})
+                lm = res.get("llama", {}).get(llama_of[fmt.partition(":")[0]], {})
                 lt = lm.get("tok_s", nan)
                 fc, fw = m.get("fim_cold_ms", {}).get("p50", nan), m.get("fim_warm_ms", {}).get("p50", nan)
                 lines.append(
                     f"| {preset} | {fmt} | {r['weight_bytes'] / 1e9:.2f} | {r['bandwidth_limit_tok_s']:.0f} | {mode} | "
                     f"{m['decode_tok_s']:.1f} | {m['frac_of_limit']:.1%} | {m['decode_tok_s'] / base:.2f}x | "
-                    f"{fc:.1f} / {fw:.1f} | {lt:.1f} ({llama_of[fmt]}) | {m['decode_tok_s'] / lt:.2f}x |")
+                    f"{fc:.1f} / {fw:.1f} | {lt:.1f} ({llama_of[fmt.partition(':')[0]]}) | "
+                    f"{m['decode_tok_s'] / lt:.2f}x |")
     return "\n".join(lines)
 
 
@@ -350,9 +416,14 @@ def main() -> int:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--kernel-rows", default="1,16,2048", help="matmul rows timed in the kernels section")
     ap.add_argument("--sweep", action="store_true", help="also time Triton launch configs (kernels section)")
+    ap.add_argument("--kernel-filter", default=None, metavar="REGEX", help="kernels section: only these kernels")
     ap.add_argument("--keystrokes", type=int, default=10)
     ap.add_argument("--n-decode", type=int, default=128)
     ap.add_argument("--llama-bench", default=None, metavar="PATH", help="llama-bench binary: compare with llama.cpp")
+    ap.add_argument("--memory", default=None, metavar="PRESET:MODE",
+                    help="also load PRESET quantized to MODE from disk on a GPU memory budget, e.g. 7b:int4")
+    ap.add_argument("--budget-gb", type=float, default=12.0, help="GPU memory budget for --memory (default 12)")
+    ap.add_argument("--memory-context", type=int, default=4096, help="KV cache length for --memory")
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--out", default=None, help="JSON output file")
     ap.add_argument("--results-md", default=str(ROOT / "benchmarks" / "RESULTS.md"))
@@ -380,7 +451,8 @@ def main() -> int:
         if "kernels" in sections:
             log(f"[{preset}] kernels ({dtype}, int4 group {args.group_size})")
             rows = [int(r) for r in args.kernel_rows.split(",")]
-            res["kernels"] = bench_kernels(get_preset(preset), device, dtype, args.group_size, rows, args.sweep)
+            res["kernels"] = bench_kernels(get_preset(preset), device, dtype, args.group_size, rows, args.sweep,
+                                           args.kernel_filter)
             save()
         if "decode" in sections:
             for fmt in args.formats.split(","):
@@ -391,6 +463,12 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 res["llama"] = bench_llama(preset, args.llama_bench, device, Path(tmp))
             save()
+    if args.memory and device == "cuda":
+        preset, _, quant = args.memory.partition(":")
+        with tempfile.TemporaryDirectory() as tmp:
+            out["memory"] = bench_memory(preset, quant or "int4", args.budget_gb, args.memory_context,
+                                         args.memory_context - 1024, Path(tmp))
+        save()
     md = table(out)
     log(md)
     kmd = "\n\n".join(f"Kernels, {p}:\n\n{kernel_md(r['kernels'])}" for p, r in out["presets"].items() if r.get("kernels"))
@@ -404,7 +482,8 @@ def main() -> int:
                  f"Copy bandwidth {bw / 1e9:.0f} GB/s; limit = copy bandwidth / weight bytes read per token "
                  f"(each weight once, tied head included; int4 group {args.group_size}, head int8). Random "
                  f"weights N(0, 0.02); decode with speculation off; FIM = 2k-token PSM prompt, 16 new tokens, "
-                 f"{args.keystrokes} keystrokes.\n\n{md}\n" + (f"\n{kmd}\n" if kmd else ""))
+                 f"{args.keystrokes} keystrokes.\n\n{md}\n" + (f"\n{kmd}\n" if kmd else "") +
+                 (f"\nMemory: `{json.dumps(out['memory'])}`\n" if out.get("memory") else ""))
         record("Quantization", entry, args.results_md)
     return 0
 

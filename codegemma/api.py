@@ -166,11 +166,12 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
     from codegemma.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(path)
-    model, config = load_model(path, device=device, dtype=dtype)
-    if quantize is not None:
-        from codegemma.infer.quantize import quantize_model
+    prepare = None
+    if quantize is not None:  # each weight quantized as it is read: peak memory near the quantized size
+        from codegemma.infer.quantize import quantizer
 
-        quantize_model(model, quantize, group_size)
+        prepare = quantizer(quantize, group_size)
+    model, config = load_model(path, device=device, dtype=dtype, prepare=prepare)
     engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, decode=decode,
                     **engine_options)
     return CodeGemma(model, tokenizer, config, engine, fim_mode=fim_mode)

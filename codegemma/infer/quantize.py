@@ -51,7 +51,7 @@ INT8_CUDA_KERNEL = "triton"
 # PyTorch's CPU kernels are fast for decode-sized inputs; past this many rows (prefill) an int8
 # weight is dequantized once and multiplied by the activation dtype's own matmul.
 _CPU_PACKED_MAX_ROWS = 64
-INT4_CUDA_KERNEL = "triton"
+INT4_CUDA_KERNEL = "tinygemm"
 
 
 def check_mode(mode: str | None, group_size: int = DEFAULT_GROUP_SIZE) -> None:
@@ -265,9 +265,9 @@ def dequantize_tinygemm(packed: torch.Tensor, scales_and_zeros: torch.Tensor, gr
     q = _nibbles(packed).reshape(nb, kb, 8 * cols)[:, :, _tinygemm_order(str(packed.device), tiles)]
     q = q.reshape(nb, kb, 8, cols).permute(0, 2, 1, 3).reshape(nb * 8, kb * cols)  # [N, K]
     n, k = q.shape
-    scale, zero = scales_and_zeros[..., 0].t().float(), scales_and_zeros[..., 1].t().float()  # [N, G]
-    w = (q.reshape(n, k // group_size, group_size).float() - 8) * scale[..., None] + zero[..., None]
-    return w.reshape(n, k).to(dtype)
+    scale, zero = scales_and_zeros[..., 0].t().to(dtype), scales_and_zeros[..., 1].t().to(dtype)  # [N, G]
+    w = q.reshape(n, k // group_size, group_size).to(dtype).sub_(8)  # in place: few temporaries
+    return w.mul_(scale[..., None]).add_(zero[..., None]).reshape(n, k)
 
 
 def _rebind_as_views(linears, fused: nn.Module, names: tuple[str, ...], dims: tuple[int, ...]) -> None:

@@ -124,11 +124,18 @@ def _normalize_hf_config(raw: dict, cfg_path: Path) -> dict:
 
 
 def load_model(path: str | os.PathLike, device: "str | torch.device | None" = None,
-               dtype: "torch.dtype | str | None" = None, allow_pickle: bool = False) -> "tuple[Gemma, GemmaConfig]":
+               dtype: "torch.dtype | str | None" = None, allow_pickle: bool = False,
+               prepare=None) -> "tuple[Gemma, GemmaConfig]":
     """Load a Hugging Face Gemma directory (codegemma-2b / -7b / -7b-it, 1.1 releases, our own saves).
 
     device: default cuda if available, else cpu. dtype: default the checkpoint's torch_dtype on
     CUDA and float32 on CPU. Returns (model in eval mode, config).
+
+    prepare: optional `prepare(model) -> hook`, called with the model still on the meta device;
+    `hook(name, tensor) -> {name: tensor}` then receives each weight as it is read (on `device`, in
+    `dtype`, after the checks) and returns the state-dict entries to load in its place, possibly
+    after swapping the module that owns it (codegemma.infer.quantize.quantizer quantizes each
+    weight this way, so a quantized model never exists at full precision in memory).
     """
     import torch
 
@@ -147,38 +154,41 @@ def load_model(path: str | os.PathLike, device: "str | torch.device | None" = No
     def convert(t: torch.Tensor) -> torch.Tensor:  # applied as each tensor is read: no second copy
         return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
 
-    state = (_load_pickled(source, expected, directory, convert) if source.pickled
-             else _load_safetensors(source, expected, directory, config, convert))
+    hook = prepare(model) if prepare is not None else (lambda name, t: {name: t})
+    state = (_load_pickled(source, expected, directory, convert, hook) if source.pickled
+             else _load_safetensors(source, expected, directory, config, convert, hook))
     model.load_state_dict(state, strict=True, assign=True)
     _check_materialized(model)
     return model.eval(), config
 
 
-def _load_safetensors(source: WeightSource, expected: dict, directory: Path, config: "GemmaConfig", convert) -> dict:
+def _load_safetensors(source: WeightSource, expected: dict, directory: Path, config: "GemmaConfig", convert,
+                      hook) -> dict:
     from safetensors import SafetensorError, safe_open
 
     by_ours = _check_names(source, expected, directory)
     theirs_to_ours = {v: k for k, v in by_ours.items()}
     state: dict[str, torch.Tensor] = {}
-    lm_head_file = None
+    lm_head_file = next((file for file, names in source.files.items() if "lm_head.weight" in names), None)
     for file, names in source.files.items():
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 for name in names:
                     if name == "lm_head.weight":
-                        lm_head_file = file
                         continue
                     ours = theirs_to_ours[name]
                     if ours == "embed_tokens.weight" and source.shapes[name][0] > config.vocab_size:
                         warnings.warn(f"{file}: embedding has {source.shapes[name][0]} rows (JAX-style padding); "
                                       f"keeping the first vocab_size={config.vocab_size}", stacklevel=3)
-                        state[ours] = convert(f.get_slice(name)[: config.vocab_size])
+                        t = convert(f.get_slice(name)[: config.vocab_size])
                     else:
-                        state[ours] = convert(f.get_tensor(name))
+                        t = convert(f.get_tensor(name))
+                    if ours == "embed_tokens.weight" and lm_head_file is not None:
+                        _check_tied_head(lm_head_file, t)  # before a hook changes the embedding
+                    state.update(hook(ours, t))
+                    del t  # a hook that quantized it leaves the full-precision tensor to be freed now
         except (OSError, SafetensorError) as exc:  # corrupt data the header check could not see
             raise CheckpointError(f"{file}: cannot read safetensors data ({brief_error(exc)})") from None
-    if lm_head_file is not None:
-        _check_tied_head(lm_head_file, state["embed_tokens.weight"])
     return state
 
 
@@ -215,7 +225,7 @@ def _torch_load(file: Path):
         raise CheckpointError(f"{file}: cannot load PyTorch weights ({brief_error(exc)})") from None
 
 
-def _load_pickled(source: WeightSource, expected: dict, directory: Path, convert) -> dict:
+def _load_pickled(source: WeightSource, expected: dict, directory: Path, convert, hook) -> dict:
     import torch
 
     raw: dict[str, torch.Tensor] = {}
@@ -235,7 +245,7 @@ def _load_pickled(source: WeightSource, expected: dict, directory: Path, convert
         raise CheckpointError(f"{directory}: lm_head.weight differs from the embedding; Gemma ties them")
     state = {}
     for ours, theirs in by_ours.items():
-        state[ours] = convert(emb if ours == "embed_tokens.weight" else raw.pop(theirs))
+        state.update(hook(ours, convert(emb if ours == "embed_tokens.weight" else raw.pop(theirs))))
     return state
 
 
