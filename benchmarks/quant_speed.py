@@ -164,7 +164,7 @@ def kernel_candidates(w: torch.Tensor, group_size: int) -> dict:
     return out
 
 
-def bench_kernels(cfg, device: str, dtype: torch.dtype, group_size: int, rows: list[int], sweep: bool,
+def bench_kernels(cfg, device: str, dtype: torch.dtype, group_size: int, rows: list[int], sweep: tuple,
                   only: str | None = None) -> list[dict]:
     res = []
     gen = torch.Generator(device=device).manual_seed(0)
@@ -191,39 +191,45 @@ def bench_kernels(cfg, device: str, dtype: torch.dtype, group_size: int, rows: l
                     res.append(dict(shape=name, n=n, k=k, m=m, kernel=kname, error=repr(exc)[:300]))
                     log(f"  {name} m={m} {kname}: error {exc!r}"[:300])
             if sweep and device == "cuda" and m == 1:
-                res += sweep_configs(cands, name, n, k, m, x, group_size)
+                res += sweep_configs(cands, name, n, k, m, x, group_size, sweep)
         del cands
         if device == "cuda":
             torch.cuda.empty_cache()
     return res
 
 
-def sweep_configs(cands, name, n, k, m, x, group_size) -> list[dict]:
-    """Time our Triton kernel over launch configs (to choose quant_triton.pick_config's rules)."""
+def sweep_configs(cands, name, n, k, m, x, group_size, sweep_bits=(8, 4)) -> list[dict]:
+    """Time our Triton GEMV over launch configs (to choose quant_triton.pick_config's rules); each
+    config's output is checked against the default config's."""
     from codegemma.infer.quant_triton import pick_config, wq_matmul
 
     out = []
-    for bits in (8, 4):
+    for bits in sweep_bits:
+        base = pick_config(m, n, k, bits, group_size)
+        want = wq_matmul(x, *cands[0]["raw"][bits], n, bits=bits, group=group_size).float()
         best = None
-        bm = 16 if m >= 16 else (1 if m == 1 else 8)
-        for bn in ((32, 64, 128) if m >= 16 else (4, 8, 16)):
-            for bk in (256, 512):
-                for split in ((1,) if m >= 16 else (1, 2, 4)):
-                    if k % (bk * split) or (bits == 4 and bk > group_size and bk % group_size):
-                        continue
-                    cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, num_warps=4)
-                    try:
-                        fns = [lambda c=c, cfg=cfg: wq_matmul(x, *c["raw"][bits], n, bits=bits, group=group_size,
-                                                              config=cfg) for c in cands]
-                        us = time_graph(fns) * 1e6
-                    except Exception as exc:
-                        log(f"  sweep {cfg}: {exc!r}"[:200])
-                        continue
-                    if best is None or us < best[0]:
-                        best = (us, cfg)
+        for bn in (8, 16, 32, 64):
+            for bk in ((256, 512) if bits == 8 else (128,)):
+                for split in (1, 2, 4, 8):
+                    for stages in (2, 4):
+                        if k % (bk * split) or (bits == 4 and group_size % bk):
+                            continue
+                        cfg = dict(base, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, STAGES=stages)
+                        try:
+                            got = wq_matmul(x, *cands[0]["raw"][bits], n, bits=bits, group=group_size, config=cfg)
+                            if (got.float() - want).abs().max() > 0.02 * want.abs().max():
+                                log(f"  sweep {cfg}: WRONG RESULT")
+                                continue
+                            fns = [lambda c=c, cfg=cfg: wq_matmul(x, *c["raw"][bits], n, bits=bits, group=group_size,
+                                                                  config=cfg) for c in cands]
+                            us = time_graph(fns) * 1e6
+                        except Exception as exc:
+                            log(f"  sweep {cfg}: {exc!r}"[:200])
+                            continue
+                        if best is None or us < best[0]:
+                            best = (us, cfg)
         if best:
-            auto = pick_config(m, n, k, bits, group_size)
-            log(f"  sweep {name} m={m} int{bits}: best {best[0]:.1f} us {best[1]}; pick_config gives {auto}")
+            log(f"  sweep {name} m={m} int{bits}: best {best[0]:.1f} us {best[1]}; pick_config gives {base}")
             out.append(dict(shape=name, n=n, k=k, m=m, kernel=f"int{bits} triton best config", us=best[0],
                             config=best[1]))
     return out
@@ -415,7 +421,8 @@ def main() -> int:
     ap.add_argument("--sections", default="kernels,decode,fim", help="kernels, decode, fim")
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--kernel-rows", default="1,16,2048", help="matmul rows timed in the kernels section")
-    ap.add_argument("--sweep", action="store_true", help="also time Triton launch configs (kernels section)")
+    ap.add_argument("--sweep", default="", help="kernels section: also time Triton launch configs for these "
+                    "bit widths, e.g. 8,4")
     ap.add_argument("--kernel-filter", default=None, metavar="REGEX", help="kernels section: only these kernels")
     ap.add_argument("--keystrokes", type=int, default=10)
     ap.add_argument("--n-decode", type=int, default=128)
@@ -451,8 +458,8 @@ def main() -> int:
         if "kernels" in sections:
             log(f"[{preset}] kernels ({dtype}, int4 group {args.group_size})")
             rows = [int(r) for r in args.kernel_rows.split(",")]
-            res["kernels"] = bench_kernels(get_preset(preset), device, dtype, args.group_size, rows, args.sweep,
-                                           args.kernel_filter)
+            res["kernels"] = bench_kernels(get_preset(preset), device, dtype, args.group_size, rows,
+                                           tuple(int(b) for b in args.sweep.split(",") if b), args.kernel_filter)
             save()
         if "decode" in sections:
             for fmt in args.formats.split(","):

@@ -10,7 +10,7 @@ Three paths by the number of rows M:
 - M <= 8 (decode): a GEMV that streams BLOCK_N rows of weights per program and accumulates
   elementwise products in registers, reducing once at the end (no reduction inside the loop);
   the loop is software-pipelined (tl.range num_stages) so several tiles are in flight per program;
-  int4 bytes are not interleaved: even and odd k are multiplied by x[k0::2] and x[k0+1::2].
+  int4 bytes are not interleaved: x is split into even and odd k in registers instead.
 - 8 < M <= 64 (verification passes, batches): the same tiles through tensor-core tl.dot.
 - M > 64 (prefill): the weight is dequantized to the activation dtype once and cuBLAS does the
   product (a 2048-row prefill is compute-bound, where the extra weight bytes do not matter).
@@ -65,10 +65,9 @@ def _wq_kernel(x_ptr, w_ptr, s_ptr, y_ptr, M, N, k_span, stride_xm, stride_wn, s
             zero = tl.load(s_ptr + g * (2 * N) + offs_n * 2 + 1, mask=n_ok, other=0.0).to(tl.float32)
             w_lo = ((wt & 0xF).to(tl.float32) - 8.0) * scale[:, None] + zero[:, None]
             w_hi = ((wt >> 4).to(tl.float32) - 8.0) * scale[:, None] + zero[:, None]
-            offs_e = k0 + 2 * tl.arange(0, KW)
-            xp = x_ptr + offs_m[:, None] * stride_xm + offs_e[None, :]
-            x_lo = tl.load(xp, mask=m_ok[:, None], other=0.0)
-            x_hi = tl.load(xp + 1, mask=m_ok[:, None], other=0.0)
+            offs_k = k0 + tl.arange(0, BLOCK_K)  # contiguous, then even / odd k in registers
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None], other=0.0)
+            x_lo, x_hi = tl.split(tl.reshape(x, (BLOCK_M, KW, 2)))
             if DOT:
                 acc += tl.dot(x_lo.to(tl.bfloat16), tl.trans(w_lo.to(tl.bfloat16)))
                 acc += tl.dot(x_hi.to(tl.bfloat16), tl.trans(w_hi.to(tl.bfloat16)))
@@ -117,7 +116,7 @@ def pick_config(m: int, n: int, k: int, bits: int, group: int) -> dict:
         dot = True
     else:
         block_m = 1 if m == 1 else (2 if m == 2 else (4 if m <= 4 else 8))
-        block_n = 16 if block_m <= 2 else 8
+        block_n = (16 if block_m <= 2 else 8) if bits == 8 else (32 if block_m <= 2 else 8)
         block_k = _block_k(k, group, 256)
         dot = False
     programs = triton.cdiv(n, block_n)
