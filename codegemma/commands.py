@@ -12,6 +12,7 @@ import sys
 
 from codegemma.fim.format import MODES
 from codegemma.infer.modes import DECODE_MODES
+from codegemma.model.commands import add_allow_nonfinite
 
 
 def register(subparsers) -> None:
@@ -66,6 +67,7 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default="auto",
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
+    add_allow_nonfinite(p)
     add_quantize_args(p)
 
 
@@ -98,7 +100,8 @@ def _load(args):
     from codegemma.api import load
 
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                decode=args.decode, quantize=args.quantize, group_size=args.group_size)
+                decode=args.decode, allow_nonfinite=args.allow_nonfinite, quantize=args.quantize,
+                group_size=args.group_size)
 
 
 def _prompt_builder(args):

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from codegemma.eval.sandbox import UNSAFE_FLAG
+from codegemma.model.commands import add_allow_nonfinite
 
 
 def register(subparsers) -> None:
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     from codegemma.commands import add_quantize_args
 
     add_quantize_args(p)
+    add_allow_nonfinite(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -109,9 +111,11 @@ def cmd_run(args) -> int:
     from codegemma.eval import harness
     from codegemma.eval.generate import generate_samples
     from codegemma.eval.registry import get_benchmark
+    from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
     model_dir = resolve_model(args.model)  # before --out is created: a missing model leaves nothing behind
+    load_config(model_dir)
     benchmark = get_benchmark(args.benchmark)
     if benchmark.runnable():
         raise ValueError(f"cannot run {benchmark.name}: {benchmark.runnable()}")
@@ -124,8 +128,8 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
     import codegemma
-    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                           group_size=args.group_size)
+    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite,
+                           quantize=args.quantize, group_size=args.group_size)
     try:
         generate_samples(model, benchmark, problems, samples_path, n_samples=args.n_samples,
                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,

@@ -33,7 +33,14 @@ def register(subparsers) -> None:
     e.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (trusted files only)")
     e.add_argument("--fim-mode", choices=MODES, default="psm",
                    help="FIM order of the Modelfile template: psm (CodeGemma's) or spm (suffix first)")
+    add_allow_nonfinite(e)
     e.set_defaults(func=_run_export)
+
+
+def add_allow_nonfinite(p: argparse.ArgumentParser) -> None:
+    """--allow-nonfinite, on every command that loads a model."""
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights that hold NaN or Inf values (refused by default) with a warning")
 
 
 def _run_init(args: argparse.Namespace) -> int:
@@ -60,6 +67,6 @@ def _run_export(args: argparse.Namespace) -> int:
 
     gguf_path, modelfile = export_gguf(resolve_model(args.model), args.gguf, dtype=args.dtype,
                                       allow_pickle=args.allow_pickle, chat=args.chat,
-                                      fim_mode=args.fim_mode)
+                                      fim_mode=args.fim_mode, allow_nonfinite=args.allow_nonfinite)
     print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
     return 0
