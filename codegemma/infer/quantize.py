@@ -8,11 +8,12 @@ norms, RoPE, attention and the KV cache keep the model's dtype.
 - int4: grouped along the input dimension (`group_size` 32, 64, 128 or 256; 128 by default), with a
   scale and a zero per group (min/max, asymmetric): w ~= (q - 8) * scale + zero, q in [0, 15]
   (the tinygemm convention, which PyTorch's CPU kernel shares).
-- Kernels: on the CPU PyTorch's `torch._weight_int8pack_mm` and `torch._weight_int4pack_mm_for_cpu`;
-  on CUDA our Triton kernel (infer/quant_triton.py), chosen over `_weight_int8pack_mm`, tinygemm's
-  `_weight_int4pack_mm` and gpt-fast's compiled dequantize-then-matmul by measurement (see
-  INT8_CUDA_KERNEL below and docs/inference.md). The packed int4 layout is device-specific:
-  quantize on the device the model will run on.
+- Kernels (measured; docs/inference.md): on the CPU PyTorch's `torch._weight_int8pack_mm` and
+  `torch._weight_int4pack_mm_for_cpu`; on CUDA our Triton kernel for int8 (infer/quant_triton.py)
+  and tinygemm's `torch._weight_int4pack_mm` for int4, chosen over `_weight_int8pack_mm`,
+  gpt-fast's compiled dequantize-then-matmul and our Triton int4 path (INT*_CUDA_KERNEL below).
+  Prefills (more than 64 rows) dequantize the weight and use the dtype's own matmul. The packed
+  int4 layout is device-specific: quantize on the device the model will run on.
 - The tied embedding / output head: int8 per row in both modes (`head=True`, the default). It is
   read in full every decode step as the output head (21% of 2b's bf16 weight bytes, and half of
   them once the layers are int4), so leaving it in bf16 would cap the speed-up; int8 rather than
@@ -42,11 +43,12 @@ INT4_GROUP_SIZES = (32, 64, 128, 256)  # what both int4 kernels accept
 DEFAULT_GROUP_SIZE = 128
 _ROWS_PER_CHUNK = 4096  # quantize this many rows at a time: fp32 temporaries stay small (7b embedding)
 
-# The CUDA kernels, chosen by measurement (docs/inference.md, benchmarks/quant_speed.py --sections
-# kernels): "triton" = infer/quant_triton.py; the alternatives stay selectable for that benchmark.
-# int8: "int8pack" = torch._weight_int8pack_mm, "dequant" = F.linear on the weight converted to the
-# activation dtype (gpt-fast; inductor fuses the conversion into its matmul under torch.compile).
-# int4: "tinygemm" = torch._weight_int4pack_mm (bf16 only; weights packed by _convert_weight_to_int4pack).
+# The CUDA kernels, chosen by measurement on an H200 (docs/inference.md; benchmarks/quant_speed.py
+# --sections kernels); read when a module is built, the alternatives stay selectable for that
+# benchmark. int8: "triton" = infer/quant_triton.py, "int8pack" = torch._weight_int8pack_mm,
+# "dequant" = F.linear on the weight converted to the activation dtype (gpt-fast; inductor fuses the
+# conversion into its matmul under torch.compile). int4: "tinygemm" = torch._weight_int4pack_mm
+# (bf16; weights packed by _convert_weight_to_int4pack), "triton" = infer/quant_triton.py.
 INT8_CUDA_KERNEL = "triton"
 # PyTorch's CPU kernels are fast for decode-sized inputs; past this many rows (prefill) an int8
 # weight is dequantized once and multiplied by the activation dtype's own matmul.
