@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +199,45 @@ def test_fusing_then_quantizing_is_refused(model_tok):
     fuse_projections(fused)
     with pytest.raises(ValueError, match="before fusing"):
         quantize_model(fused, "int8")
+
+
+def test_cli_quantize_flag_gives_the_api_s_completion(tmp_path):
+    """`codegemma complete --quantize int8` (a real subprocess) prints what codegemma.load(quantize=
+    "int8").complete gives; bad values are refused by the argument parser in one line."""
+    import os
+    import subprocess
+    import sys
+
+    import codegemma
+
+    prefix, suffix = "def add(a, b):\n    return ", "\n\n\nprint(add(1, 2))\n"
+    env = {**os.environ, "PYTHONPATH": str(Path(codegemma.__file__).parents[1])}
+    run = subprocess.run([sys.executable, "-m", "codegemma", "complete", "--quantize", "int8", "--prefix", prefix,
+                          "--suffix", suffix, "--max-new-tokens", "12"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    with codegemma.load(device="cpu", quantize="int8") as cg:
+        assert isinstance(cg.model.layers[0].mlp.down_proj, Int8Linear)
+        assert run.stdout == cg.complete(prefix, suffix, max_new_tokens=12)
+    for bad in (["--quantize", "int3"], ["--quantize", "int4", "--group-size", "100"]):
+        run = subprocess.run([sys.executable, "-m", "codegemma", "generate", "--prompt", "x", *bad],
+                             capture_output=True, text=True, env=env)
+        assert run.returncode == 2 and "invalid choice" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_api_refuses_a_bad_quantization_before_loading(tmp_path):
+    import codegemma
+
+    with pytest.raises(ValueError, match="unknown quantization 'fp8'"):
+        codegemma.load(tmp_path / "missing", quantize="fp8")  # the mode is checked before the path
+
+
+def test_serve_backend_loads_quantized_weights():
+    from codegemma.models import resolve_model
+    from codegemma.serve.app import load_backend
+
+    backend = load_backend(str(resolve_model("nano")), device="cpu", max_slots=1, quantize="int4", group_size=64)
+    try:
+        layer = backend.engine.model.layers[0]
+        assert isinstance(layer.mlp.down_proj, Int4Linear) and layer.mlp.down_proj.group_size == 64
+    finally:
+        backend.engine.close()
