@@ -27,6 +27,7 @@ import argparse
 import datetime
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -54,7 +55,14 @@ def main() -> int:
     ap.add_argument("--fim-passes", type=int, nargs="+", default=[1], help="FIM passes to run (default 1)")
     ap.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="data_bench_"))
+    try:
+        return run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
     from codegemma.data.corpus import corpus_texts
     from codegemma.data.document import Stats, run_steps
     from codegemma.data.executors import ExecutorConfig
@@ -63,7 +71,6 @@ def main() -> int:
     from codegemma.data.readers import limit_plan, plan_sources, read_repository
     from codegemma.tokenizer import Tokenizer, save_tokenizer_files, train_bpe_tokenizer
 
-    tmp = Path(tempfile.mkdtemp(prefix="data_bench_"))
     t0 = time.perf_counter()
     tok_dir = tmp / "tok"
     save_tokenizer_files(train_bpe_tokenizer(corpus_texts(None, limit_mb=8), 16384), tok_dir)

@@ -45,6 +45,9 @@ class DiskFullError(OSError):
     def __str__(self) -> str:
         return self.strerror
 
+    def __reduce__(self):  # survives pickling (worker processes hand it back to the driver)
+        return (DiskFullError, (self.path,))
+
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -86,7 +89,12 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"{path} is a directory; give a file path", str(path))
-    tmp = _tmp_name(path, "tmp")
+    try:
+        tmp = _tmp_name(path, "tmp")
+    except OSError as exc:  # no room even for an empty file (or no inode left)
+        if exc.errno in _FULL:
+            raise DiskFullError(path) from None
+        raise
     try:
         yield tmp
         try:
@@ -143,8 +151,13 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"{path} is a file, not a directory; choose another path",
                                  str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise DiskFullError(path) from None
+        raise
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the result private
         yield tmp

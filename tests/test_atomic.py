@@ -76,3 +76,14 @@ def test_a_file_in_the_way_of_a_directory_is_named(tmp_path):
     with pytest.raises(NotADirectoryError, match="is a file"):
         with atomic_dir(tmp_path / "out", replace=True):
             pass
+
+
+def test_disk_full_error_survives_pickling():
+    """Worker processes hand it back to the driver through pickle."""
+    import pickle
+
+    from codegemma.atomic import DiskFullError
+
+    err = pickle.loads(pickle.dumps(DiskFullError("/data/out/train-00001.bin")))
+    assert isinstance(err, DiskFullError) and err.path == "/data/out/train-00001.bin"
+    assert "no space left" in str(err) and "/data/out/train-00001.bin" in str(err)

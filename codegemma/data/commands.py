@@ -59,6 +59,9 @@ def register(subparsers) -> None:
                    help="source MB per parallel task (default 4; smaller = finer progress and resume)")
     p.add_argument("--keep-work", action="store_true",
                    help="keep OUT/.work (intermediate files) after success; default: delete it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that holds something else: a data set of other settings there is "
+                        "replaced, other files are left alone (default: refuse)")
     p.set_defaults(func=_run_prepare)
 
     s = sub.add_parser("stats", help="counts, drop reasons, tokens, and a PNG plot of a prepared data set")
@@ -111,10 +114,18 @@ def _run_prepare(args: argparse.Namespace) -> int:
                         val_fraction=args.val_fraction, val_repos=args.val_repos, data_dir=args.data_dir,
                         decontaminate=not args.no_decontaminate, limit_mb=args.limit_mb,
                         sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,
-                        keep_work=args.keep_work)
+                        keep_work=args.keep_work, overwrite=args.overwrite)
     cfg.validate()     # before the tree-sitter check: a bad option is reported first
     _warn_without_tree_sitter()
-    manifest = prepare(cfg, ExecutorConfig(args.executor, args.workers, args.ray_address))
+
+    def notify(message: str) -> None:
+        print(f"codegemma data prepare: {message}", file=sys.stderr)
+
+    try:
+        manifest = prepare(cfg, ExecutorConfig(args.executor, args.workers, args.ray_address), notify)
+    except KeyboardInterrupt:
+        notify(f"interrupted; the finished work is kept in {args.out}/.work: run the same command to resume")
+        return 130
     tr, va = manifest["splits"]["train"], manifest["splits"]["val"]
     passes = f" x {tr['fim_passes']} FIM passes" if tr.get("fim_passes", 1) > 1 else ""
     print(f"{args.out}: train {tr['num_sequences']} sequences ({tr['num_tokens']} tokens, "

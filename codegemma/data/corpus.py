@@ -30,7 +30,7 @@ def corpus_texts(input_path: str | None, limit_mb: float | None = None,
     steps = [decode_step(cfg), quality_step(cfg), redact]
     texts = []
     with tempfile.TemporaryDirectory() as tmp:
-        plan = limit_plan(plan_sources(input_path, Path(tmp)), limit_mb)
-        for entry in tqdm(plan, desc="tokenizer corpus", unit="repo", leave=False):
-            texts.extend(d.text for d in run_steps(steps, read_repository(entry), stats))
+        plan = limit_plan(plan_sources(input_path, Path(tmp), cfg.max_bytes), limit_mb)
+        for entry in tqdm(plan, desc="tokenizer corpus", unit="repo", leave=False, disable=None):
+            texts.extend(d.text for d in run_steps(steps, read_repository(entry, cfg.max_bytes), stats))
     return texts

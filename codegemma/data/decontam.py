@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codegemma.atomic import atomic_path
+
 from .hashing import normalise, window_hashes
 
 WINDOW_BYTES = 48
@@ -129,10 +131,9 @@ class Decontaminator:
         return cls(h[order], tid[order], sizes[keep].astype(np.int32), names)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, hashes=self.hashes, target_ids=self.target_ids, target_sizes=self.target_sizes,
-                 names=np.asarray(self.names), unique=self.unique)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:    # keeps the .npz suffix, so savez adds none
+            np.savez(tmp, hashes=self.hashes, target_ids=self.target_ids, target_sizes=self.target_sizes,
+                     names=np.asarray(self.names), unique=self.unique)
 
     @classmethod
     def load(cls, path: Path) -> "Decontaminator":

@@ -2,24 +2,20 @@
 
 Tasks write their own outputs and done markers, so an executor only has to run them and report
 completion (for the progress bar). Results never flow back through the executor, which is why
-the output cannot depend on completion order.
-
-Test hook: CODEGEMMA_DATA_KILL_AFTER=K makes the driver SIGKILL itself after K tasks of this
-run have completed (used by the kill-and-resume test to die at a real, arbitrary point).
+the output cannot depend on completion order. Errors do: the first one is raised in the driver.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
 from tqdm import tqdm
 
-KILL_ENV = "CODEGEMMA_DATA_KILL_AFTER"
+from codegemma.atomic import DiskFullError
 
 
 @dataclass
@@ -49,17 +45,20 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-class _KillSwitch:
-    def __init__(self):
-        value = os.environ.get(KILL_ENV)
-        self.left = int(value) if value else None
+def _run_task(fn: Callable[[dict], None], task: dict) -> str | None:
+    """fn(task) in a worker; a full disk comes back as its path and is raised again in the driver
+    (Ray would hand it back wrapped in a RayTaskError, a process pool as itself: a plain value is
+    the same for both)."""
+    try:
+        fn(task)
+    except DiskFullError as exc:
+        return exc.path
+    return None
 
-    def tick(self) -> None:
-        if self.left is None:
-            return
-        self.left -= 1
-        if self.left <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+
+def _raise_disk_full(path: str | None) -> None:
+    if path is not None:
+        raise DiskFullError(path)
 
 
 class Executor:
@@ -68,9 +67,8 @@ class Executor:
     Use as a context manager: `with Executor(cfg) as ex: ex.run(fn, tasks, desc)`.
     """
 
-    def __init__(self, cfg: ExecutorConfig, kill: _KillSwitch | None = None):
+    def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
-        self.kill = kill or _KillSwitch()
         self._pool: ProcessPoolExecutor | None = None
         self._ray = None
         self._ray_started = False
@@ -93,23 +91,19 @@ class Executor:
         """Run fn(task) for every task; raises the first task error."""
         if not tasks:
             return
-        bar = tqdm(total=len(tasks), desc=desc, unit="task", leave=False)
+        # progress on a terminal only: in a log or a pipe, bars would bury the one line that matters
+        bar = tqdm(total=len(tasks), desc=desc, unit="task", leave=False, disable=None)
         try:
             if self.cfg.kind == "ray":
                 self._run_ray(fn, tasks, bar)
             elif self.cfg.workers == 1:
                 for t in tasks:
                     fn(t)
-                    self._done(bar)
+                    bar.update(1)
             else:
                 self._run_processes(fn, tasks, bar)
         finally:
             bar.close()
-
-    def _done(self, bar, n: int = 1) -> None:
-        bar.update(n)
-        for _ in range(n):
-            self.kill.tick()
 
     def _run_processes(self, fn, tasks, bar) -> None:
         if self._pool is None:
@@ -117,12 +111,12 @@ class Executor:
             self._pool = ProcessPoolExecutor(max_workers=self.cfg.workers,
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_exit_with_parent, initargs=(os.getpid(),))
-        pending = {self._pool.submit(fn, t) for t in tasks}
+        pending = {self._pool.submit(_run_task, fn, t) for t in tasks}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                fut.result()
-                self._done(bar)
+                _raise_disk_full(fut.result())
+                bar.update(1)
 
     def _run_ray(self, fn, tasks, bar) -> None:
         if self._ray is None:
@@ -142,9 +136,10 @@ class Executor:
                     ray.init(num_cpus=self.cfg.workers, include_dashboard=False, log_to_driver=False)
                 self._ray_started = True
         ray = self._ray
-        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
-        pending = [remote.remote(t) for t in tasks]
+        remote = ray.remote(num_cpus=1, max_retries=2)(_run_task)
+        pending = [remote.remote(fn, t) for t in tasks]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)
-            self._done(bar, len(done))
+            for path in ray.get(done):
+                _raise_disk_full(path)
+            bar.update(len(done))

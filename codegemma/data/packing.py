@@ -10,24 +10,30 @@ worker, task grouping or order of execution produced it. With `--fim-passes N` a
 rendered N times; pass k > 0 seeds with (seed, k, repository, path) instead, so each pass draws
 its own FIM decisions and pass 0 is exactly the single-pass output.
 
-Literal special-token texts inside files are neutralised first (filters.neutralise_special_texts),
-so the only control tokens in the stream are the ones this module puts there.
+Control tokens come only from the structure: <bos>, <eos> and <|file_separator|> between chunks,
+and the FIM sentinels of a FIM example. A chunk (`Chunk`) keeps its texts apart (path line, text,
+or prefix, suffix and middle); each is encoded as plain text (`parse_special=False`) and a FIM
+example's ids are put in order by `fim.prompt.fim_ids`, the function inference builds its prompts
+with. So a file named `<eos>.py`, or a tokenizer's own source that spells `<|fim_middle|>`, is
+trained on as the characters it is, and a training example has the ids of the same prompt at
+inference.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from codegemma.fim.format import render_file, render_fim
+from codegemma.fim.prompt import fim_ids
 from codegemma.fim.split import FimSplitter
 from codegemma.repo.imports import ImportParser
 from codegemma.repo.order import order_repository
 
 from .document import Document, Stats
-from .filters import neutralise_special_texts, special_text_pattern
 
 
 # Files are cut into pieces of at most this many characters per token of the sequence length:
@@ -107,21 +113,33 @@ def file_rng(seed: int, repo: str, path: str, fim_pass: int = 0) -> np.random.Ge
     return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
 
 
-def special_texts_of(tokenizer) -> list[str]:
-    """Texts the tokenizer turns into control tokens: its special added tokens (and our table)."""
-    from codegemma.tokenizer import SPECIAL_TOKENS
+class Chunk(NamedTuple):
+    """One file (or piece of one) as the model sees it: plain (`mode` None: its path line, then
+    `text`) or a FIM example in `mode`'s order (`path` None: without the path line)."""
 
-    texts = {t.text for t in SPECIAL_TOKENS.values()}
-    backend = tokenizer.backend
-    if backend is not None:
-        texts.update(t.content for t in backend.get_added_tokens_decoder().values() if t.special)
-    return sorted(texts)
+    path: str | None
+    text: str = ""
+    mode: str | None = None
+    prefix: str = ""
+    suffix: str = ""
+    middle: str = ""
+
+    def rendered(self) -> str:
+        """The chunk as text (render_file / render_fim), for people and tests."""
+        if self.mode is None:
+            return render_file(self.path, self.text)
+        return render_fim(self.prefix, self.suffix, self.mode, path=self.path, middle=self.middle)
+
+    def texts(self) -> tuple[str, ...]:
+        """The texts encoded one by one (as inference does): (path line, text), or (path line or "",
+        prefix, suffix, middle)."""
+        head = render_file(self.path, "") if self.path is not None else ""
+        return (head, self.text) if self.mode is None else (head, self.prefix, self.suffix, self.middle)
 
 
 @dataclass(frozen=True)
 class ArrangedRepository:
-    """A repository ready to render: its files in packing order (special texts neutralised), each
-    with the [lo, hi) character windows of the pieces it is cut into. The same in every FIM pass,
+    """A repository ready to render: its files in packing order, each with the [lo, hi) character windows of the pieces it is cut into. The same in every FIM pass,
     so it is made once per repository."""
 
     repo: str
@@ -141,20 +159,13 @@ class RepositoryPacker:
         self.seed = seed
         self.splitter = FimSplitter(statement_prob=fim.statement_rate)
         self.imports = ImportParser(self.splitter.parsers)   # the same grammars, loaded once
-        self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
 
     def arrange(self, docs: list[Document], stats: Stats) -> ArrangedRepository:
-        """Neutralise special texts, order the files (order_repository), cut long ones into pieces.
-        Counts about files go to `stats`: files_packed, file lengths, pieces, neutralised texts."""
-        files, langs = {}, {}
-        for d in docs:
-            text, n = neutralise_special_texts(d.text, self.specials)
-            if n:
-                stats.changed("special_text_neutralised_files")
-                stats.changed("special_text_neutralised", n)
-            files[d.path] = text
-            langs[d.path] = d.language
+        """Order the files (order_repository) and cut long ones into pieces. Counts about files go
+        to `stats`: files_packed, file lengths, pieces."""
+        files = {d.path: d.text for d in docs}
+        langs = {d.path: d.language for d in docs}
         stats.add("files_packed", len(files))
         # a repository whose root is a Python package (site-packages/numpy) is imported by its
         # directory name: `import numpy` must find the root __init__.py
@@ -170,7 +181,7 @@ class RepositoryPacker:
             arranged.append((path, langs[path], text, tuple(pieces)))
         return ArrangedRepository(docs[0].repo, tuple(arranged))
 
-    def render(self, repo: ArrangedRepository, stats: Stats, fim_pass: int = 0) -> list[str]:
+    def render(self, repo: ArrangedRepository, stats: Stats, fim_pass: int = 0) -> list[Chunk]:
         """The rendered chunks (one per file, or per piece of a long file, in packing order) with the
         FIM decisions of pass `fim_pass`, counted in `stats`."""
         chunks = []
@@ -181,7 +192,7 @@ class RepositoryPacker:
         return chunks
 
     def _render(self, path: str, text: str, window: tuple[int, int], language: str | None, rng,
-                stats: Stats) -> str:
+                stats: Stats) -> Chunk:
         """The chunk for the characters [lo, hi) of the file `text`: plain or a FIM example."""
         if rng.random() < self.fim.fim_rate:
             mode = "spm" if rng.random() < self.fim.spm_rate else "psm"
@@ -192,24 +203,32 @@ class RepositoryPacker:
             if self.fim.path_rate < 1.0 and rng.random() >= self.fim.path_rate:
                 stats.add("fim_without_path")
                 path = None
-            return render_fim(split.prefix, split.suffix, mode, path=path, middle=split.middle)
+            return Chunk(path, mode=mode, prefix=split.prefix, suffix=split.suffix, middle=split.middle)
         stats.add("plain_files")
-        return render_file(path, text[window[0]:window[1]])
+        return Chunk(path, text[window[0]:window[1]])
 
-    def encode(self, chunks: list[str], stats: Stats) -> np.ndarray:
+    def encode(self, chunks: list[Chunk], stats: Stats) -> np.ndarray:
         """uint32 tokens of the repository pack: <bos> chunks joined by <|file_separator|> <eos>.
 
-        Chunks are encoded in one batch and joined with the separator id: identical to encoding
-        `join_files(chunks)`, because special tokens are split out before BPE runs.
+        The texts of a batch of chunks are encoded in one call, as plain text; a FIM example's ids
+        are ordered by fim_ids. The result is what PromptBuilder.fim makes of the same last file
+        with the earlier ones as context (tested): training and serving see the same ids.
         """
         pieces = [np.asarray([self.tok.bos_id], dtype=np.uint32)]
-        sep = np.asarray([self.sep_id], dtype=np.uint32)
-        # batches of 256 files: Python lists of ids for a whole large repository would need GBs
+        # batches of 256 chunks: Python lists of ids for a whole large repository would need GBs
         for lo in range(0, len(chunks), 256):
-            for i, ids in enumerate(self.tok.encode_batch(chunks[lo:lo + 256]), start=lo):
+            batch = chunks[lo:lo + 256]
+            encoded = iter(self.tok.encode_batch([t for c in batch for t in c.texts()], parse_special=False))
+            ids: list[int] = []
+            for i, chunk in enumerate(batch, start=lo):
                 if i:
-                    pieces.append(sep)
-                pieces.append(np.asarray(ids, dtype=np.uint32))
+                    ids.append(self.sep_id)
+                if chunk.mode is None:
+                    ids += next(encoded) + next(encoded)
+                else:
+                    head, prefix, suffix, middle = (next(encoded) for _ in range(4))
+                    ids += fim_ids(self.tok, prefix, suffix, chunk.mode, head, middle=middle)
+            pieces.append(np.asarray(ids, dtype=np.uint32))
         pieces.append(np.asarray([self.tok.eos_id], dtype=np.uint32))
         tokens = np.concatenate(pieces)
         stats.add("chunks_packed", len(chunks))   # files and pieces of long files: FIM decisions
@@ -223,4 +242,4 @@ class RepositoryPacker:
         return self.encode(self.render(self.arrange(docs, stats), stats, fim_pass), stats)
 
 
-__all__ = ["ArrangedRepository", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]
+__all__ = ["ArrangedRepository", "Chunk", "FimConfig", "RepositoryPacker", "file_rng", "pass_key"]

@@ -10,6 +10,7 @@ changes the output, the tokenizer file and the pipeline's source code):
   6. pack        shards + manifest.json in OUT (the manifest last; its presence = finished)
 A killed run, started again with the same arguments, skips every finished stage and task and
 ends with byte-identical shards. Nothing in the output depends on --workers or --executor.
+What a run may write into, what it keeps after a failure and what it removes: outdir.py.
 
 FIM passes (--fim-passes N): the train split holds N renderings of every repository, pass k with
 its own FIM decisions (packing.file_rng) and its own seeded repository order, concatenated pass
@@ -21,6 +22,7 @@ without N: raising N on a kept (or killed) work directory computes only the new 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -28,10 +30,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
+from codegemma.atomic import DiskFullError, atomic_dir
 from codegemma.tokenizer.files import locate_tokenizer, tokenizer_files
 
 from .decontam import Decontaminator, resolve_data_dir
@@ -40,9 +44,10 @@ from .document import Stats
 from .executors import Executor, ExecutorConfig
 from .filters import FilterConfig
 from .packing import CHARS_PER_TOKEN, FimConfig, pass_key
-from .readers import limit_plan, plan_sources, repo_key
-from .shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardWriter, atomic_write_bytes, atomic_write_json,
-                     remove_shards)
+from .outdir import (WORK_DIR, claim, discard_data_set, failure_is_final, read_manifest, remove_work,
+                     sweep_temporaries)
+from .readers import check_input, limit_plan, plan_sources, repo_key
+from .shards import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardWriter, atomic_write_json, remove_shards
 from .tasks import clean_task, done_marker, task_name, tokenize_task, tokens_stage_name
 
 TASK_MAX_REPOS = 256
@@ -72,6 +77,7 @@ class PrepareConfig:
     sequences_per_shard: int = 1024
     task_mb: float = 4.0        # source MB per parallel task (scheduling only; one big repo is one task)
     keep_work: bool = False     # keep OUT/.work after success (it holds a cleaned copy of the corpus)
+    overwrite: bool = False     # write into a folder that holds something else (outdir.claim)
     filters: FilterConfig = field(default_factory=FilterConfig)
 
     def validate(self) -> None:
@@ -168,12 +174,15 @@ def group_tasks(plan: list[dict], task_mb: float) -> list[list[dict]]:
 class Preparation:
     """One `data prepare` run: validates the inputs up front, then runs or resumes the stages."""
 
-    def __init__(self, cfg: PrepareConfig, executor: ExecutorConfig):
+    def __init__(self, cfg: PrepareConfig, executor: ExecutorConfig,
+                 notify: Callable[[str], None] | None = None):
         cfg.validate()
         from codegemma.tokenizer import Tokenizer
 
         self.cfg, self.executor = cfg, executor
+        self.notify = notify or (lambda message: None)     # what a person running it should know
         self.out = Path(cfg.out)
+        check_input(cfg.input)
         self.tok_file = locate_tokenizer(cfg.tokenizer)
         self.tokenizer = Tokenizer.load(self.tok_file)
         self.tokenizer.require_fim()
@@ -184,7 +193,7 @@ class Preparation:
         self.version = code_version()
         # task_mb only schedules work: it shapes the work directory, never the output
         settings = {k: v for k, v in asdict(cfg).items() if k not in ("out", "tokenizer", "data_dir", "task_mb",
-                                                                  "keep_work")}
+                                                                  "keep_work", "overwrite")}
         settings["input"] = str(Path(cfg.input).resolve()) if cfg.input else None
         self.settings = settings
 
@@ -196,23 +205,41 @@ class Preparation:
         # the output's identity covers every setting; the work directory's leaves out fim_passes,
         # whose passes have stage directories of their own (see the module doc)
         self.fingerprint = fingerprint(settings)
-        self.work = self.out / ".work" / fingerprint({k: v for k, v in settings.items() if k != "fim_passes"})
+        self.work = self.out / WORK_DIR / fingerprint({k: v for k, v in settings.items() if k != "fim_passes"})
         self.timings: dict[str, float] = {}    # seconds per stage of this process (not in the manifest)
+        self.resumed = False
+        self.packing = False
 
     def run(self) -> dict:
-        manifest_path = self.out / MANIFEST
-        if manifest_path.is_file():
-            existing = json.loads(manifest_path.read_text())
-            if existing.get("work_fingerprint") == self.fingerprint:
-                return existing
-        self.work.mkdir(parents=True, exist_ok=True)
-        with Executor(self.executor) as ex:
-            manifest = self._run_stages(ex)
+        if claim(self.out, self.work, self.fingerprint, self.cfg.overwrite) == "done":
+            self.notify(f"{self.out} already holds this data set (same inputs and settings): nothing to do")
+            return read_manifest(self.out)
+        created = not self.out.exists()
+        self.resumed = self.work.is_dir()
+        try:
+            if self.resumed:
+                sweep_temporaries(self.out)
+            self.work.mkdir(parents=True, exist_ok=True)
+            with Executor(self.executor) as ex:
+                manifest = self._run_stages(ex)
+        except BaseException as exc:
+            self._clean_up_after(exc, created)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # also what atomic writes do not see: a directory, or a temporary that got no inode
+                raise DiskFullError(exc.filename or self.out) from None
+            raise
         if not self.cfg.keep_work:
-            shutil.rmtree(self.work)
-            if not any((self.out / ".work").iterdir()):
-                (self.out / ".work").rmdir()
+            remove_work(self.out)
         return manifest
+
+    def _clean_up_after(self, exc: BaseException, created: bool) -> None:
+        """Leave resumable state, remove garbage (outdir.py says which is which)."""
+        if self.packing:
+            discard_data_set(self.out)
+        if failure_is_final(exc):
+            remove_work(self.out, self.work)
+            if created and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
 
     def _run_stages(self, ex: Executor) -> dict:
         clock = time.perf_counter()
@@ -233,13 +260,16 @@ class Preparation:
         self.task_dir = self.work / f"tasks-{layout}"      # markers are per task, so per grouping
         self.task_dir.mkdir(exist_ok=True)
         clean_dir = self._stage_dir("clean")
+        tok_dirs = [self._stage_dir(tokens_stage_name(k)) for k in range(self.cfg.fim_passes)]
+        if self.resumed:
+            done = sum(done_marker(d, i).is_file() for d in (clean_dir, *tok_dirs) for i in range(len(groups)))
+            self.notify(f"resuming: {done} of {len(groups) * (1 + len(tok_dirs))} tasks already done")
         ex.run(clean_task, self._todo(clean_dir, [
             {"repos": g, "filters": self.cfg.filters.to_dict(), "decontam": decon} for g in groups]), desc="data clean")
         lap("clean")
         dedup_file = self._dedup(clean_dir, len(groups))
         train, val = self._split(clean_dir, dedup_file, len(groups))
         lap("dedup")
-        tok_dirs = [self._stage_dir(tokens_stage_name(k)) for k in range(self.cfg.fim_passes)]
         val_set = set(val)
         todo = []
         for i, g in enumerate(groups):
@@ -258,14 +288,19 @@ class Preparation:
         return manifest
 
     def _plan(self) -> list[dict]:
+        """The repositories and files to read (and the counts of records dropped while listing)."""
         path = self.work / "plan.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        plan = limit_plan(plan_sources(self.cfg.input, self.work), self.cfg.limit_mb)
-        if not plan:
-            raise ValueError(f"--input {self.cfg.input or '(default corpus)'}: no source files in a supported language found")
-        atomic_write_json(path, plan)
-        return plan
+        if not path.is_file():
+            stats = Stats()
+            plan = limit_plan(plan_sources(self.cfg.input, self.work, self.cfg.filters.max_bytes, stats),
+                              self.cfg.limit_mb)
+            if not plan:
+                raise ValueError(f"--input {self.cfg.input or '(default corpus)'}: no source files in a "
+                                 "supported language found")
+            atomic_write_json(path, {"repositories": plan, "stats": stats.to_dict()})
+        saved = json.loads(path.read_text())
+        self.plan_stats = saved["stats"]
+        return saved["repositories"]
 
     def _decontam_index(self) -> str | None:
         if self.data_dir is None:
@@ -300,7 +335,7 @@ class Preparation:
             sigs = np.load(clean_dir / f"{task_name(i)}.sig.npy")
             for (repo, p, sha, has_sig), sig in zip(meta["items"], sigs):
                 items.append((repo, p, sha, sig if has_sig else None))
-        with tqdm(total=len(items), desc="data dedup", unit="file", leave=False) as bar:
+        with tqdm(total=len(items), desc="data dedup", unit="file", leave=False, disable=None) as bar:
             dropped = find_duplicates(items, progress=bar)
         stats = Stats()
         for reason in dropped.values():
@@ -330,6 +365,8 @@ class Preparation:
             for tok_dir in tok_dirs:    # later passes hold only counts of FIM decisions and tokens
                 stats.merge(json.loads((tok_dir / f"{task_name(i)}.meta.json").read_text())["stats"])
         stats.merge(json.loads(dedup_file.read_text())["stats"])
+        stats.merge(self.plan_stats)
+        self.packing = True
         remove_shards(self.out)
         splits = {}
         for split, names, passes in (("train", train, self.cfg.fim_passes), ("val", val, 1)):
@@ -343,7 +380,7 @@ class Preparation:
                 # a seeded shuffle of repositories per pass, independent of how they were computed
                 before = writer.num_real_tokens
                 for r in tqdm(repository_order(names, self.cfg.seed, k), desc=f"data pack {split} pass {k}",
-                              unit="repo", leave=False):
+                              unit="repo", leave=False, disable=None):
                     writer.add_document(np.load(tok_dirs[k] / f"{repo_key(r)}.npy"))
                 tokens_per_pass.append(writer.num_real_tokens - before)
             shards = writer.close()
@@ -388,12 +425,13 @@ class Preparation:
 
     def _copy_tokenizer(self) -> None:
         """OUT/tokenizer/: the tokenizer the shards were made with (for inspect and training)."""
-        dest = self.out / "tokenizer"
-        dest.mkdir(exist_ok=True)
-        for src in tokenizer_files(self.tok_file.parent):
-            atomic_write_bytes(dest / src.name, src.read_bytes())
+        with atomic_dir(self.out / "tokenizer", replace=True) as dest:
+            for src in tokenizer_files(self.tok_file.parent):
+                shutil.copyfile(src, dest / src.name)
 
 
-def prepare(cfg: PrepareConfig, executor: ExecutorConfig | None = None) -> dict:
-    """Run (or resume) the whole pipeline; returns the manifest."""
-    return Preparation(cfg, executor or ExecutorConfig()).run()
+def prepare(cfg: PrepareConfig, executor: ExecutorConfig | None = None,
+            notify: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the whole pipeline; returns the manifest. `notify` receives the messages a
+    person should see (resuming, nothing to do)."""
+    return Preparation(cfg, executor or ExecutorConfig(), notify).run()

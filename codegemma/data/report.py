@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codegemma.atomic import atomic_path
+
 from .shards import SPLITS, ShardReader
 
 
@@ -74,10 +76,11 @@ def plot(directory: str | Path, out_png: str | Path) -> Path:
     axes[2].tick_params(axis="x", labelrotation=60)
     fig.tight_layout()
     out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:
+        with atomic_path(out_png) as tmp:     # keeps the .png suffix: matplotlib picks the format from it
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return out_png
 
 

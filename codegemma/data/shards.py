@@ -20,10 +20,11 @@ rule. See docs/data.md.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from codegemma.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 FORMAT_NAME = "codegemma-token-shards"
 FORMAT_VERSION = 1
@@ -31,19 +32,9 @@ SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader sees either the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """The manifest's JSON layout (sorted keys, indented), written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 class ShardWriter:
@@ -145,10 +136,8 @@ class ShardWriter:
         tok_path = self.out_dir / f"{name}.tokens.bin"
         idx_path = self.out_dir / f"{name}.index.npy"
         atomic_write_bytes(tok_path, self._buf[:self._fill].astype("<u4").tobytes())
-        index = np.asarray(self._segments, dtype=np.int64).reshape(-1, 2)
-        tmp = idx_path.with_name(f".{idx_path.name}.tmp{os.getpid()}.npy")
-        np.save(tmp, index)
-        os.replace(tmp, idx_path)
+        with atomic_path(idx_path) as tmp:
+            np.save(tmp, np.asarray(self._segments, dtype=np.int64).reshape(-1, 2))
         self.shards.append({
             "tokens": tok_path.name,
             "index": idx_path.name,

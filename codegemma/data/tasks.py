@@ -25,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from codegemma.atomic import atomic_path, atomic_write_bytes
+
 from .decontam import Decontaminator
 from .document import Document, FilterStep, Stats, run_steps
 from .filters import FilterConfig, decode_step, quality_step
 from .hashing import MinHasher, normalise
 from .pii import redact_pii
 from .readers import read_repository, repo_key
-from .shards import atomic_write_bytes, atomic_write_json
+from .shards import atomic_write_json
 
 
 def task_name(index: int) -> str:
@@ -47,9 +49,8 @@ def mark_done(stage_dir: Path, index: int) -> None:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def clean_task(task: dict) -> None:
@@ -79,7 +80,7 @@ def clean_task(task: dict) -> None:
     records, sigs = [], []
     for entry in task["repos"]:
         stats.add("repositories")
-        for doc in run_steps(steps, read_repository(entry), stats):
+        for doc in run_steps(steps, read_repository(entry, cfg.max_bytes), stats):
             sha = hashlib.sha1(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
             # near-dup works on the normalised text made for decontamination (before PII
             # redaction, which changes a few characters at most); the SHA-1 is of the final text

@@ -7,8 +7,6 @@ optimiser -> resume. Each optimizer step takes `accum` micro-batches from every 
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -24,9 +22,6 @@ from codegemma.train.parallel import (Runtime, all_reduce_sum, apply_activation_
 from codegemma.train.setup import build_data, build_model, build_optimizer, lr_at, model_config
 from codegemma.train.step import (CausalLMLoss, attention_mask, autocast, forward_backward, mask_kind,
                                   optimizer_step, resolve_precision, to_device)
-
-# Test hook: SIGKILL this process right after logging this step (proves kill-and-resume is exact).
-KILL_ENV = "CODEGEMMA_TRAIN_KILL_AFTER_STEP"
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -146,7 +141,6 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         log.truncate_after(-1)  # a fresh start: no lines of an earlier attempt that never checkpointed
 
     peak = cfg.peak_tflops or (peak_tflops(torch.cuda.get_device_name(rt.device)) if rt.device.type == "cuda" else None)
-    kill_after = int(os.environ.get(KILL_ENV, "0"))
     bar = None
     if rt.is_main and cfg.progress:
         from tqdm import tqdm
@@ -210,8 +204,6 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or last):
             ckpt.save_checkpoint(out / "checkpoints", step, module, optimizer,
                                  {"data": stream.state_dict(), "config": cfg.to_dict()}, rt, cfg.keep_checkpoints)
-        if kill_after and step == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
         if last:
             break
 

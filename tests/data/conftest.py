@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PLANTED_EMAIL = "jane.roe@corp-mail.io"
 PLANTED_KEY = "AKIAQWERTYUIOPASDFGH"
 PLANTED_SECRET = "f9a8b7c6d5e4f3a2b1c0d9e8"
@@ -107,12 +111,15 @@ def make_corpus(root: Path, benchmarks_dir: Path | None = None) -> dict[str, dic
     return repos
 
 
-def decode_packs(out: Path, tok, split: str) -> list[list[tuple[str, str, dict | None]]]:
+def decode_packs(out: Path, tok, split: str) -> list[list[tuple[str | None, str, dict | None]]]:
     """Every repository pack stored in a split, in order: its chunks as (path, text of the file or
-    piece, the parsed FIM example or None for a plain chunk). Undoes what the ShardWriter adds: the
-    <bos> opening each continuation row and the head of a FIM chunk that starts over in the next row."""
+    piece, the FIM example as a dict or None for a plain chunk). Undoes what the ShardWriter adds:
+    the <bos> opening each continuation row and the head of a FIM chunk that starts over in the next
+    row. Works on token ids, not on decoded text, and asserts the control-token rule on the way:
+    a pack is <bos> chunk (<|file_separator|> chunk)* <eos>, and the only control tokens inside a
+    chunk are the FIM sentinels of one PSM or SPM example, in order. Text runs between control
+    tokens are decoded one by one, so text that merely reads like a special token stays text."""
     from codegemma.data.shards import ShardReader
-    from codegemma.fim.format import FILE_SEPARATOR, parse_fim
 
     r = ShardReader(out, split)
     sep = tok.token_id("file_separator")
@@ -128,19 +135,61 @@ def decode_packs(out: Path, tok, split: str) -> list[list[tuple[str, str, dict |
             if ids[cut:] and t[:len(ids) - cut] == ids[cut:]:
                 del ids[cut:]
         ids += t
-    packs = []
-    for pack in tok.decode(ids).split("<bos>")[1:]:
-        assert pack.endswith("<eos>")
-        chunks = []
-        for chunk in pack[:-len("<eos>")].split(FILE_SEPARATOR):
-            if "<|fim_prefix|>" in chunk:
-                f = parse_fim(chunk)
-                chunks.append((f["path"], f["prefix"] + f["middle"] + f["suffix"], f))
-            else:
-                path, _, body = chunk.partition("\n")
-                chunks.append((path, body, None))
+    control = {i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special}
+    pre, suf, mid = (tok.token_id(n) for n in ("fim_prefix", "fim_suffix", "fim_middle"))
+    packs, pos = [], 0
+    while pos < len(ids):
+        assert ids[pos] == tok.bos_id, f"a pack must open with <bos>, found id {ids[pos]}"
+        end = ids.index(tok.eos_id, pos)
+        chunks, pack, start = [], ids[pos + 1:end] + [sep], 0
+        for j in (j for j, t in enumerate(pack) if t == sep):
+            chunk, start = pack[start:j], j + 1
+            marks = [k for k, c in enumerate(chunk) if c in control]
+            kinds = [chunk[k] for k in marks]
+            assert kinds in ([], [pre, suf, mid], [suf, pre, mid]), f"control ids {kinds} inside a chunk"
+            bounds = [-1, *marks, len(chunk)]
+            runs = [tok.decode(chunk[a + 1:b]) for a, b in zip(bounds, bounds[1:])]
+            if not kinds:
+                path, _, text = runs[0].partition("\n")
+                chunks.append((path, text, None))
+                continue
+            head, first, second, middle = runs
+            assert head == "" or head.endswith("\n")
+            prefix, suffix, mode = (first, second, "psm") if kinds[0] == pre else (second, first, "spm")
+            fim = {"mode": mode, "path": head[:-1] or None, "prefix": prefix, "suffix": suffix, "middle": middle}
+            chunks.append((fim["path"], prefix + middle + suffix, fim))
         packs.append(chunks)
+        pos = end + 1
     return packs
+
+
+def prepare_cli(*args: str, out: Path, tokenizer: Path, inp: Path | None = None, timeout: int = 300,
+                env: dict | None = None, prefix: tuple[str, ...] = ("-m", "codegemma"), **kw):
+    """`python -m codegemma data prepare ... --out OUT --tokenizer TOK` in a subprocess (small rows,
+    no decontamination unless --data-dir is among `args`)."""
+    cmd = [sys.executable, *prefix, "data", "prepare", "--out", str(out), "--tokenizer", str(tokenizer),
+           "--seq-len", "256", *(["--input", str(inp)] if inp is not None else []), *args]
+    if "--data-dir" not in args:
+        cmd.append("--no-decontaminate")
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def one_line_error(result) -> str:
+    """The single stderr line of a CLI usage error (exit 2, no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def write_tree(root: Path, files: dict) -> Path:
+    """Files under `root`: {relative path (str, or bytes for names that are not UTF-8): text or bytes}."""
+    for rel, content in files.items():
+        p = os.path.join(os.fsencode(root), rel if isinstance(rel, bytes) else os.fsencode(rel))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as fh:
+            fh.write(content if isinstance(content, bytes) else content.encode())
+    return root
 
 
 @pytest.fixture(scope="session")

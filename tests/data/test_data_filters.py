@@ -1,4 +1,4 @@
-"""Filters and cleaning steps one by one: PII, quality, decontamination, dedup, sentinel texts."""
+"""Filters and cleaning steps one by one: names, PII, quality, decontamination, dedup."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import numpy as np
 from codegemma.data.decontam import Decontaminator
 from codegemma.data.dedup import find_duplicates
 from codegemma.data.document import Document, Stats, run_steps
-from codegemma.data.filters import (FilterConfig, decode_step, neutralise_special_texts, quality_step,
-                                    special_text_pattern)
+from codegemma.data.filters import FilterConfig, decode_step, path_problem, quality_step
 from codegemma.data.hashing import MinHasher, normalise
 from codegemma.data.pii import redact_pii
 
@@ -102,11 +101,22 @@ def test_minhash_estimates_jaccard():
     assert 0.2 < est < 0.5          # true Jaccard of the shingle sets is about 1/3
 
 
-def test_special_texts_are_neutralised():
-    pat = special_text_pattern(["<|fim_prefix|>", "<eos>", "<|file_separator|>"])
-    out, n = neutralise_special_texts('s = "<|fim_prefix|> x <eos><eos>"', pat)
-    assert n == 3 and "<|fim_prefix|>" not in out and "<eos>" not in out
-    assert out.replace("\u200b", "") == 's = "<|fim_prefix|> x <eos><eos>"'
+def test_names_that_cannot_go_into_training_text():
+    assert path_problem("repo", "pkg/<eos>.py") is None          # text, encoded as text by the packer
+    assert path_problem("repo", "caf\u00e9/\u4e2d\u6587.py") is None
+    assert path_problem("repo", "bad\udcff.py") == "undecodable_path"     # a byte that is not UTF-8
+    assert path_problem("repo", "\ud800.py") == "undecodable_path"        # a lone surrogate from JSON
+    assert path_problem("r\udcfe", "ok.py") == "undecodable_path"
+    assert path_problem("repo", "two\nlines.py") == "bad_path"
+    assert path_problem("repo", "tab\there.py") == "bad_path"
+    assert path_problem("repo", "") == "bad_path"
+    assert path_problem("repo", "a/" * 2048 + "x.py") == "bad_path"
+    stats = Stats()
+    docs = [Document("r", "ok.py", data=b"def f(x):\n    return x * 2 + 1\n"),
+            Document("r", "bad\udcff.py", data=b"def g(x):\n    return x * 2 + 1\n"),
+            Document("r", "big.py", meta={"drop": "too_large"}), Document("r", "gone.py")]
+    assert [d.path for d in run_steps([decode_step(FilterConfig())], docs, stats)] == ["ok.py"]
+    assert stats.dropped() == {"undecodable_path": 1, "too_large": 1, "unreadable": 1}
 
 
 def test_full_benchmark_index_has_no_false_positive_on_stdlib_code(benchmarks_dir):

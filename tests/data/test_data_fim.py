@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from codegemma.data.document import Document, Stats
-from codegemma.data.packing import FimConfig, RepositoryPacker, file_pieces, file_rng, piece_bounds
+from codegemma.data.packing import Chunk, FimConfig, RepositoryPacker, file_pieces, file_rng, piece_bounds
 from codegemma.data.prepare import repository_order
 from codegemma.fim.format import FILE_SEPARATOR, parse_fim
+from codegemma.fim.prompt import PromptBuilder
 from codegemma.fim.split import FimSplitter, char_split, whole_lines
 from codegemma.tokenizer import Tokenizer
 
@@ -133,7 +134,7 @@ def test_path_rate_drops_the_path_line_of_that_share_of_fim_examples_only(corpus
     docs = [Document("repo", p, t, "python") for p, t in files.items()]
     stats = Stats()
     packer = RepositoryPacker(tok, FimConfig(0.8, 0.5, path_rate=0.25), seed=2)
-    chunks = packer.render(packer.arrange(docs, stats), stats)
+    chunks = [c.rendered() for c in packer.render(packer.arrange(docs, stats), stats)]
     fim = [c for c in chunks if "<|fim_middle|>" in c]
     plain = [c for c in chunks if "<|fim_middle|>" not in c]
     no_path = [c for c in fim if parse_fim(c)["path"] is None]
@@ -143,7 +144,7 @@ def test_path_rate_drops_the_path_line_of_that_share_of_fim_examples_only(corpus
     assert all(c.split("\n", 1)[0] in files for c in plain)     # plain files keep their path line
     # the default (every path kept) draws nothing extra: the same output as before the option
     keep = RepositoryPacker(tok, FimConfig(0.8, 0.5), seed=2)
-    assert all(parse_fim(c)["path"] in files for c in keep.render(keep.arrange(docs, Stats()), Stats())
+    assert all(parse_fim(c.rendered())["path"] in files for c in keep.render(keep.arrange(docs, Stats()), Stats())
                if "<|fim_middle|>" in c)
 
 
@@ -154,7 +155,7 @@ def test_statement_rate_sets_the_share_of_whole_line_middles(corpus_tokenizer):
 
     def whole_line_share(rate: float) -> float:
         packer = RepositoryPacker(tok, FimConfig(1.0, 0.0, statement_rate=rate), seed=4)
-        mids = [parse_fim(c)["middle"] for c in packer.render(packer.arrange(docs, Stats()), Stats())]
+        mids = [parse_fim(c.rendered())["middle"] for c in packer.render(packer.arrange(docs, Stats()), Stats())]
         return sum(m.endswith("\n") and (m[:1].isspace() or m[:1].isalpha()) for m in mids) / len(mids)
 
     assert whole_line_share(0.9) > whole_line_share(0.0) + 0.3
@@ -190,6 +191,36 @@ def test_every_fim_document_decodes_back_to_its_file(corpus_tokenizer):
     assert stats.counts["count/fim_syntactic"] >= 20
 
 
+def test_tokens_are_what_inference_encodes_and_special_texts_stay_text(corpus_tokenizer):
+    # A repository pack whose last chunk is a FIM example has exactly the ids the prompt builder
+    # makes for that example with the earlier files as context: training and serving agree.
+    tok = Tokenizer.load(corpus_tokenizer)
+    builder = PromptBuilder(tok, n_ctx=100_000)
+    packer = RepositoryPacker(tok, FimConfig(), seed=0)
+    files = [Chunk(f"pkg/m{i}.py", PY.replace("area", f"area{i}")) for i in range(3)]
+    for mode, path in (("psm", "pkg/cur.py"), ("spm", "pkg/cur.py"), ("psm", None)):
+        current = Chunk(path, mode=mode, prefix=PY[:120], suffix=PY[160:], middle=PY[120:160])
+        prompt = builder.fim(current.prefix, current.suffix, path=path, mode=mode, middle=current.middle,
+                             context=[(c.path, c.text) for c in files], max_new_tokens=0)
+        assert packer.encode([*files, current], Stats()).tolist() == [*prompt.ids, tok.eos_id]
+    # a file name or text that spells control tokens is encoded as its characters
+    # a file name or text that spells control tokens is encoded as its characters
+    special = "<eos> <bos> <|fim_prefix|> <|fim_middle|> <|fim_suffix|> <|file_separator|>"
+    path, text = "<eos><|fim_middle|>.py", PY + f"S = '{special}'\n"
+    control = {i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special}
+    pre, suf, mid = (tok.token_id(n) for n in ("fim_prefix", "fim_suffix", "fim_middle"))
+    shapes = set()
+    for seed in range(8):
+        packer = RepositoryPacker(tok, FimConfig(0.5, 0.5), seed=seed)
+        tokens = packer.pack([Document("repo", path, text, "python")], Stats()).tolist()
+        assert tokens[0] == tok.bos_id and tokens[-1] == tok.eos_id
+        marks = [i for i, t in enumerate(tokens[1:-1], 1) if t in control]
+        shapes.add(tuple(tokens[i] for i in marks))
+        first = marks[0] if marks else len(tokens) - 1
+        assert tok.decode(tokens[1:first]) == (f"{path}\n" if marks else f"{path}\n{text}")
+    assert shapes == {(), (pre, suf, mid), (suf, pre, mid)}
+
+
 def test_file_pieces_cut_at_top_level_lines_and_lose_nothing():
     assert file_pieces("short\n", 100) == ["short\n"]
     text = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y\n\n" for i in range(60))
@@ -210,7 +241,7 @@ def test_long_files_become_pieces_that_each_fit_a_sequence(corpus_tokenizer):
     docs = [Document("repo", "pkg/big.py", body, "python")]
     stats = Stats()
     packer = RepositoryPacker(tok, FimConfig(0.9, 0.5, max_chars=1500), seed=3)
-    chunks = packer.render(packer.arrange(docs, stats), stats)
+    chunks = [c.rendered() for c in packer.render(packer.arrange(docs, stats), stats)]
     assert len(chunks) > 5 and stats.counts["count/files_cut_into_pieces"] == 1
     texts = []
     for chunk in chunks:
@@ -326,7 +357,7 @@ def test_each_pass_renders_the_same_files_with_its_own_decisions(corpus_tokenize
 
     def files(chunks):
         out = {}
-        for chunk in chunks:
+        for chunk in (c.rendered() for c in chunks):
             if "<|fim_prefix|>" in chunk:
                 f = parse_fim(chunk)
                 out[f["path"]] = f["prefix"] + f["middle"] + f["suffix"]

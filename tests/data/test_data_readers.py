@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from codegemma.data.readers import default_roots, limit_plan, plan_sources, read_repository
+import pytest
+
+from codegemma.data.document import Stats
+from codegemma.data.readers import bounded_lines, default_roots, limit_plan, plan_sources, read_file, read_repository
 from codegemma.repo.languages import language_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +31,7 @@ def test_directory_of_repositories_skips_vcs_and_vendored(corpus, tmp_path):
     alpha = next(e for e in plan if e["repo"] == "alpha")
     paths = [f[0] for f in alpha["files"]]
     assert paths == sorted(repos["alpha"])
-    docs = read_repository(alpha)
+    docs = list(read_repository(alpha))
     assert docs[0].data == repos["alpha"][docs[0].path].encode()
 
 
@@ -40,8 +44,34 @@ def test_jsonl_input_groups_by_repository(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     plan = plan_sources(str(src), tmp_path / "work")
     assert [(e["repo"], [f[0] for f in e["files"]]) for e in plan] == [("two", ["m.go"]), ("x/one", ["a.py", "b.py"])]
-    docs = read_repository(plan[1])
+    docs = list(read_repository(plan[1]))
     assert [(d.path, d.data) for d in docs] == [("a.py", b"print(1)\n"), ("b.py", b"print(2)\n")]
+
+
+def test_files_are_read_after_a_size_check_and_only_if_regular(tmp_path):
+    (tmp_path / "ok.py").write_bytes(b"x" * 100)
+    assert read_file(tmp_path / "ok.py", 100) == (b"x" * 100, None)
+    assert read_file(tmp_path / "ok.py", 99) == (None, "too_large")
+    os.mkfifo(tmp_path / "pipe.py")          # opening it for reading must not wait for a writer
+    assert read_file(tmp_path / "pipe.py", 100) == (None, "unreadable")
+    (tmp_path / "link.py").symlink_to(tmp_path / "ok.py")       # swapped in after planning
+    assert read_file(tmp_path / "link.py", 100) == (None, "unreadable")
+    assert read_file(tmp_path / "gone.py", 100) == (None, "unreadable")
+
+
+def test_jsonl_lines_are_read_in_bounded_pieces(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"short\n" + b"y" * 1000 + b"\n" + b"last")
+    assert list(bounded_lines(src, 100)) == [(1, b"short\n"), (2, None), (3, b"last")]
+    big = json.dumps({"repo": "r", "path": "big.py", "content": "z" * 2000})
+    ok = json.dumps({"repo": "r", "path": "ok.py", "content": "print(1)\n"})
+    src.write_text(big + "\n" + ok + "\n")
+    stats = Stats()
+    plan = plan_sources(str(src), tmp_path / "work", max_bytes=1000, stats=stats)
+    assert [f[0] for f in plan[0]["files"]] == ["ok.py"] and stats.dropped() == {"too_large": 1}
+    src.write_text(ok + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")      # too deep for json
+    with pytest.raises(ValueError, match=r"in.jsonl:2: expected a JSON object"):
+        plan_sources(str(src), tmp_path / "work2")
 
 
 def test_default_corpus_is_stdlib_and_site_packages():

@@ -41,14 +41,21 @@ def shards(tmp_path) -> Path:
     return make_shards(tmp_path / "data")
 
 
-def run_cli(args: list[str], env: dict | None = None, torchrun: int = 0, timeout: int = 240):
-    """`python -m codegemma train ...` (or under torchrun) in a subprocess; returns CompletedProcess."""
+def run_cli(args: list[str], env: dict | None = None, torchrun: int = 0, timeout: int = 240,
+            kill_after_step: int | None = None):
+    """`python -m codegemma train ...` (or under torchrun) in a subprocess; returns CompletedProcess.
+
+    kill_after_step=K: every process SIGKILLs itself right after its (K + 1)-th optimizer step, that
+    is after step K was logged and checkpointed if due (tests/kill_at.py: the fault comes from outside)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    module = ["-m", "codegemma"]
+    if kill_after_step is not None:
+        module = ["-m", "tests.kill_at", "codegemma.train.loop:optimizer_step", str(kill_after_step + 1), "--"]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}",
-               "-m", "codegemma", "train", *args]
+               *module, "train", *args]
     else:
-        cmd = [sys.executable, "-m", "codegemma", "train", *args]
+        cmd = [sys.executable, *module, "train", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from codegemma.train.loop import KILL_ENV
 from tests.train.conftest import read_records, run_cli
 
 FIELDS = ("step", "loss", "grad_norm", "lr")
@@ -23,7 +22,7 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path, shards):
 
     # Two processes, SIGKILLed after step 5 (the newest checkpoint is step 3's, written by DCP).
     run = tmp_path / "two"
-    killed = run_cli(_args(shards, run, 1), torchrun=2, env={KILL_ENV: "5"})
+    killed = run_cli(_args(shards, run, 1), torchrun=2, kill_after_step=5)
     assert killed.returncode != 0
     before = [tuple(r[k] for k in FIELDS) for r in read_records(run, "train")]
     assert [r[0] for r in before] == [1, 2, 3, 4, 5]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 
-from codegemma.train.loop import KILL_ENV
 from tests.train.conftest import read_records, run_cli
 
 FIELDS = ("step", "loss", "lr", "grad_norm", "tokens", "epoch")
@@ -26,7 +25,7 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(tmp_path, shards):
     straight = run_cli(_args(shards, tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
 
-    killed = run_cli(_args(shards, tmp_path / "resumed"), env={KILL_ENV: "6"})
+    killed = run_cli(_args(shards, tmp_path / "resumed"), kill_after_step=6)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     ckpts = tmp_path / "resumed" / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == "step_00000004"
