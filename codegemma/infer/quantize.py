@@ -50,10 +50,10 @@ _ROWS_PER_CHUNK = 4096  # quantize this many rows at a time: fp32 temporaries st
 # conversion into its matmul under torch.compile). int4: "tinygemm" = torch._weight_int4pack_mm
 # (bf16; weights packed by _convert_weight_to_int4pack), "triton" = infer/quant_triton.py.
 INT8_CUDA_KERNEL = "triton"
+INT4_CUDA_KERNEL = "tinygemm"
 # PyTorch's CPU kernels are fast for decode-sized inputs; past this many rows (prefill) an int8
 # weight is dequantized once and multiplied by the activation dtype's own matmul.
 _CPU_PACKED_MAX_ROWS = 64
-INT4_CUDA_KERNEL = "tinygemm"
 
 
 def check_mode(mode: str | None, group_size: int = DEFAULT_GROUP_SIZE) -> None:
@@ -128,7 +128,7 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor):
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.kernel = INT8_CUDA_KERNEL if weight.is_cuda else "int8pack"
+        self.cuda_kernel = INT8_CUDA_KERNEL  # the layout is the same everywhere: the module may move
         self.register_buffer("weight", weight)
         self.register_buffer("scales", scales)
 
@@ -138,14 +138,14 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scales = self.scales if self.scales.dtype == x.dtype else self.scales.to(x.dtype)
-        if self.kernel == "dequant":
-            return F.linear(x, self.weight.to(x.dtype)) * scales
         xf = _flat(x, self.in_features)
-        if self.kernel == "triton":
+        if x.is_cuda and self.cuda_kernel == "triton":
             from codegemma.infer.quant_triton import wq_matmul
 
             out = wq_matmul(xf, self.weight, scales, self.out_features, bits=8)
-        elif xf.shape[0] > _CPU_PACKED_MAX_ROWS:  # prefill: dequantize once, the dtype's own matmul
+        elif x.is_cuda and self.cuda_kernel == "int8pack":
+            out = torch._weight_int8pack_mm(xf, self.weight, scales)
+        elif x.is_cuda or xf.shape[0] > _CPU_PACKED_MAX_ROWS:  # CUDA "dequant", or a CPU prefill
             return F.linear(x, self.weight.to(x.dtype)) * scales
         else:  # the CPU kernel is vectorized for 16-bit activations only (fp32: ~10x slower)
             xb = xf.to(torch.bfloat16) if xf.dtype == torch.float32 else xf
@@ -176,6 +176,13 @@ class Int4Linear(nn.Module):
         self.layout = layout
         self.register_buffer("weight", weight)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .cuda() / .cpu(): the packing is device-specific, so a move would corrupt the weights
+        if fn(torch.empty(0, device=self.weight.device)).device != self.weight.device:
+            raise ValueError(f"int4 weights are packed for {self.weight.device}; quantize the model on the "
+                             "device it will run on (codegemma.load(..., device=..., quantize=...))")
+        return super()._apply(fn, recurse)
 
     @classmethod
     def from_float(cls, w: torch.Tensor, group_size: int) -> "Int4Linear | None":

@@ -241,3 +241,12 @@ def test_serve_backend_loads_quantized_weights():
         assert isinstance(layer.mlp.down_proj, Int4Linear) and layer.mlp.down_proj.group_size == 64
     finally:
         backend.engine.close()
+
+
+def test_int4_weights_refuse_to_move_to_another_device_and_int8_moves(model_tok):
+    model, _ = model_tok
+    q = quantize_model(copy.deepcopy(model), "int4", 32)
+    with pytest.raises(ValueError, match="packed for cpu; quantize the model on the device"):
+        q.to("meta")
+    q.to(torch.float32)  # no move: allowed
+    assert isinstance(quantize_model(copy.deepcopy(model), "int8").to("meta").layers[0].mlp.up_proj, Int8Linear)
