@@ -307,10 +307,9 @@ def probe(model, cfg, device: str, label: str) -> dict:
         layer = model.layers[0]
         weights = {"lm_head": model.embed_tokens.weight, "down": layer.mlp.down_proj.weight,
                    "o_proj": layer.self_attn.o_proj.weight}
-        weights["gate_up" if hasattr(layer.mlp, "gate_up_weight") else "gate"] = \
-            getattr(layer.mlp, "gate_up_weight", layer.mlp.gate_proj.weight)
-        weights["qkv" if hasattr(layer.self_attn, "qkv_weight") else "q"] = \
-            getattr(layer.self_attn, "qkv_weight", layer.self_attn.q_proj.weight)
+        fused_mlp, fused_attn = getattr(layer.mlp, "gate_up_proj", None), getattr(layer.self_attn, "qkv_proj", None)
+        weights["gate_up" if fused_mlp else "gate"] = (fused_mlp or layer.mlp.gate_proj).weight
+        weights["qkv" if fused_attn else "q"] = (fused_attn or layer.self_attn.q_proj).weight
         for name, w in weights.items():
             xi = x if w.shape[1] == cfg.hidden_size else torch.randn(1, 1, w.shape[1], device=device, dtype=w.dtype)
             for _ in range(3):

@@ -143,17 +143,22 @@ class CodeGemma:
 
 def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_slots: int = 8,
          max_seq_len: int | None = None, decode: str = "auto", fim_mode: str = "psm",
-         allow_nonfinite: bool = False,
+         quantize: str | None = None, group_size: int = 128, allow_nonfinite: bool = False,
          **engine_options) -> CodeGemma:
     """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
 
     `path` None or "nano" loads codegemma-nano, the built-in model (codegemma/models/nano).
     `decode`: "auto" (CUDA graphs on GPU, eager on CPU), "eager", "graphs" or "compile" (fastest
     per token after a minute of torch.compile). `fim_mode`: the FIM order `complete` uses by default.
-    Weights holding NaN/Inf are refused unless allow_nonfinite=True (then loaded with a warning).
-    `engine_options` go to the Engine (e.g. max_queue, warmup, speculate)."""
+    `quantize`: None (the dtype's weights), "int8" (per output channel) or "int4" (groups of
+    `group_size` inputs: 32, 64, 128 or 256), weight-only, applied as the weights are read
+    (codegemma/infer/quantize.py; docs/inference.md). Weights holding NaN/Inf are refused unless
+    allow_nonfinite=True (then loaded with a warning). `engine_options` go to the Engine (e.g.
+    max_queue, warmup, speculate)."""
+    from codegemma.infer.quantize import check_mode
     from codegemma.models import resolve_model
 
+    check_mode(quantize, group_size)  # before any loading
     path = resolve_model(path)
     from codegemma.infer.engine import Engine
     from codegemma.model.checkpoint import load_config, load_model
@@ -161,7 +166,12 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
 
     load_config(path)  # a folder that is not a model is told so before its tokenizer is looked for
     tokenizer = Tokenizer.load(path)
-    model, config = load_model(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
+    prepare = None
+    if quantize is not None:  # each weight quantized as it is read: peak memory near the quantized size
+        from codegemma.infer.quantize import quantizer
+
+        prepare = quantizer(quantize, group_size)
+    model, config = load_model(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite, prepare=prepare)
     engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, decode=decode,
                     **engine_options)
     return CodeGemma(model, tokenizer, config, engine, fim_mode=fim_mode)

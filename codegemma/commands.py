@@ -68,6 +68,16 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
     add_allow_nonfinite(p)
+    add_quantize_args(p)
+
+
+def add_quantize_args(p: argparse.ArgumentParser) -> None:
+    """--quantize / --group-size, shared by generate, complete, chat, serve and eval run."""
+    p.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                   help="weight-only quantization applied while loading: int8 (per output channel; CPU "
+                        "and GPU) or int4 (grouped; a quarter of bf16's memory). Default: none")
+    p.add_argument("--group-size", type=int, choices=(32, 64, 128, 256), default=128,
+                   help="int4: inputs per scale/zero group (default 128; smaller is more accurate and larger)")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -90,7 +100,8 @@ def _load(args):
     from codegemma.api import load
 
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                decode=args.decode, allow_nonfinite=args.allow_nonfinite)
+                decode=args.decode, allow_nonfinite=args.allow_nonfinite, quantize=args.quantize,
+                group_size=args.group_size)
 
 
 def _prompt_builder(args):

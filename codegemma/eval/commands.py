@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="FIM prompt order for infilling benchmarks (default psm, as the report evaluates)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: the model's)")
+    from codegemma.commands import add_quantize_args
+
+    add_quantize_args(p)
     add_allow_nonfinite(p)
     p.set_defaults(func=cmd_run)
 
@@ -125,7 +128,8 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
     import codegemma
-    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite)
+    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite,
+                           quantize=args.quantize, group_size=args.group_size)
     try:
         generate_samples(model, benchmark, problems, samples_path, n_samples=args.n_samples,
                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,

@@ -5,11 +5,12 @@ At batch 1 a decode step is a chain of GEMVs; each extra GEMV costs a kernel lau
 split-K setup/reduction kernels) on top of its weight reads. Concatenating the weights of the
 projections that read the same input saves 3 kernels or more per layer, with the same arithmetic.
 
-Applied from outside the model, like gpt-fast's quantisation: each layer's q/k/v (and gate/up)
-weights are copied once into one concatenated tensor and the original parameters are replaced by
-views into it, so the model holds one copy of every weight, keeps its Hugging Face parameter names
-and state_dict, and its unfused code path still computes the same values. The attention and MLP
-modules get subclasses whose projections use the concatenated tensor.
+Applied from outside the model, like the quantization in infer/quantize.py: `fuse_linears` builds
+one module over the concatenated weights of several linears (plain or quantized) and turns the
+originals' tensors into views of it, so the model holds one copy of every weight, keeps its
+Hugging Face parameter names and state_dict (the fused module's tensors are non-persistent), and
+its unfused code path still computes the same values. The attention and MLP modules get
+subclasses that call the fused module.
 
 Caveat: moving the model afterwards (`.to(...)`) or `load_state_dict(..., assign=True)` breaks the
 sharing between the views and the fused tensor; the engine fuses after putting the model on its
@@ -63,32 +64,52 @@ class DecodeAttention(Attention):
 
 
 class FusedQKVAttention(DecodeAttention):
-    """Attention whose q/k/v projections are one matmul over `qkv_weight` [(nH + 2 nKV) hd, H]."""
+    """Attention whose q/k/v projections are one module, `qkv_proj` (outputs [nH hd | nKV hd | nKV hd])."""
 
     def project_qkv(self, x):
         q_out = self.n_heads * self.head_dim
         kv_out = self.n_kv * self.head_dim
-        return F.linear(x, self.qkv_weight).split([q_out, kv_out, kv_out], dim=-1)
+        return self.qkv_proj(x).split([q_out, kv_out, kv_out], dim=-1)
 
 
 class FusedGeGLU(GeGLU):
-    """GeGLU whose gate/up projections are one matmul over `gate_up_weight` [2 I, H]."""
+    """GeGLU whose gate/up projections are one module, `gate_up_proj` (outputs [gate | up])."""
 
     def forward(self, x):
-        gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.gelu(gate, approximate="tanh") * up)
 
 
 @torch.no_grad()
-def _concat_into_views(linears: list[nn.Linear]) -> torch.Tensor:
-    """Concatenate the weights of `linears` along the output dim and make each weight a view of the
-    result (the originals are freed when nothing else holds them)."""
-    fused = torch.cat([m.weight.detach() for m in linears], dim=0)
-    lo = 0
-    for m in linears:
-        n = m.weight.shape[0]
-        m.weight = nn.Parameter(fused[lo:lo + n], requires_grad=m.weight.requires_grad)
-        lo += n
+def fuse_linears(linears: list[nn.Module]) -> nn.Module | None:
+    """One module computing torch.cat([m(x) for m in linears], -1) in one matmul; the originals'
+    tensors become views of its (non-persistent) tensors. Plain nn.Linear: an nn.Linear over the
+    concatenated weight; quantized linears (infer/quantize.py): their class's `fuse`. None when the
+    linears cannot be fused (mixed kinds, biases, or a packed layout that does not concatenate)."""
+    kinds = {type(m) for m in linears}
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    if kind is nn.Linear:
+        if any(m.bias is not None for m in linears):
+            return None
+        weight = torch.cat([m.weight.detach() for m in linears], dim=0)
+        with torch.device("meta"):
+            fused = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        del fused.weight
+        fused.register_buffer("weight", weight)
+        lo = 0
+        for m in linears:
+            n = m.weight.shape[0]
+            m.weight = nn.Parameter(weight[lo:lo + n], requires_grad=m.weight.requires_grad)
+            lo += n
+    else:
+        fuse = getattr(kind, "fuse", None)
+        fused = fuse(linears) if fuse is not None else None
+        if fused is None:
+            return None
+    for name, t in list(fused.named_buffers(recurse=False)):  # the originals keep the saved names
+        fused.register_buffer(name, t, persistent=False)
     return fused
 
 
@@ -104,19 +125,21 @@ def use_decode_attention(model: nn.Module) -> int:
 
 def fuse_projections(model: nn.Module) -> int:
     """Fuse q/k/v and gate/up in every layer of `model` in place (attention gets the decode path
-    too); returns the modules changed (0 when already fused)."""
+    too); returns the modules changed (0 when already fused, or when the layers cannot be fused)."""
     changed = 0
     for module in list(model.modules()):
         if type(module) in (Attention, DecodeAttention):
-            w = _concat_into_views([module.q_proj, module.k_proj, module.v_proj])
-            module.__class__ = FusedQKVAttention
-            module.register_buffer("qkv_weight", w, persistent=False)  # not in the state_dict
-            changed += 1
+            fused = fuse_linears([module.q_proj, module.k_proj, module.v_proj])
+            if fused is not None:
+                module.__class__ = FusedQKVAttention
+                module.qkv_proj = fused
+                changed += 1
         elif type(module) is GeGLU:
-            w = _concat_into_views([module.gate_proj, module.up_proj])
-            module.__class__ = FusedGeGLU
-            module.register_buffer("gate_up_weight", w, persistent=False)
-            changed += 1
+            fused = fuse_linears([module.gate_proj, module.up_proj])
+            if fused is not None:
+                module.__class__ = FusedGeGLU
+                module.gate_up_proj = fused
+                changed += 1
     return changed
 
 

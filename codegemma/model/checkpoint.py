@@ -112,12 +112,18 @@ def load_config(path: str | os.PathLike) -> "GemmaConfig":
 
 def load_model(path: str | os.PathLike, device: "str | torch.device | None" = None,
                dtype: "torch.dtype | str | None" = None, allow_pickle: bool = False,
-               allow_nonfinite: bool = False) -> "tuple[Gemma, GemmaConfig]":
+               allow_nonfinite: bool = False, prepare=None) -> "tuple[Gemma, GemmaConfig]":
     """Load a Hugging Face Gemma directory (codegemma-2b / -7b / -7b-it, 1.1 releases, our own saves).
 
     device: default cuda if available, else cpu. dtype: default the checkpoint's torch_dtype on
     CUDA and float32 on CPU. Weights holding NaN or Inf are refused unless allow_nonfinite=True
     (then loaded with a warning). Returns (model in eval mode, config).
+
+    prepare: optional `prepare(model) -> hook`, called with the model still on the meta device;
+    `hook(name, tensor) -> {name: tensor}` then receives each weight as it is read (on `device`, in
+    `dtype`, after the checks) and returns the state-dict entries to load in its place, possibly
+    after swapping the module that owns it (codegemma.infer.quantize.quantizer quantizes each
+    weight this way, so a quantized model never exists at full precision in memory).
     """
     import torch
 
@@ -132,7 +138,7 @@ def load_model(path: str | os.PathLike, device: "str | torch.device | None" = No
     with torch.device("meta"):
         model = Gemma(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    step = TensorStep(device, dtype, allow_nonfinite)
+    step = TensorStep(device, dtype, allow_nonfinite, prepare(model) if prepare is not None else None)
     state = (_load_pickled(source, expected, directory, step) if source.pickled
              else _load_safetensors(source, expected, directory, config, step))
     step.finish()
@@ -146,9 +152,14 @@ class TensorStep:
     dtype (so no second copy of the model exists), then checked there for NaN/Inf in one pass.
     Anything else done per tensor while loading (e.g. quantizing) belongs in __call__."""
 
-    def __init__(self, device: "torch.device", dtype: "torch.dtype", allow_nonfinite: bool):
+    def __init__(self, device: "torch.device", dtype: "torch.dtype", allow_nonfinite: bool, hook=None):
         self.device, self.dtype, self.allow_nonfinite = device, dtype, allow_nonfinite
         self.nonfinite: list[str] = []  # problems accepted under allow_nonfinite, warned about at the end
+        self.hook = hook  # load_model's prepare(model): (our name, placed tensor) -> state-dict entries
+
+    def entries(self, ours: str, placed: "torch.Tensor") -> "dict[str, torch.Tensor]":
+        """What goes into the state dict for a placed tensor: itself, or what the hook makes of it."""
+        return {ours: placed} if self.hook is None else self.hook(ours, placed)
 
     def __call__(self, tensor: "torch.Tensor", name: str, file: Path) -> "torch.Tensor":
         placed = tensor.to(device=self.device, dtype=self.dtype)
@@ -192,13 +203,12 @@ def _load_safetensors(source: WeightSource, expected: dict, directory: Path, con
     by_ours = _check_names(source, expected, directory)
     theirs_to_ours = {v: k for k, v in by_ours.items()}
     state: dict[str, torch.Tensor] = {}
-    lm_head_file = None
+    lm_head_file = next((file for file, names in source.files.items() if "lm_head.weight" in names), None)
     for file, names in source.files.items():
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 for name in names:
                     if name == "lm_head.weight":
-                        lm_head_file = file
                         continue
                     ours = theirs_to_ours[name]
                     if ours == "embed_tokens.weight" and source.shapes[name][0] > config.vocab_size:
@@ -207,11 +217,13 @@ def _load_safetensors(source: WeightSource, expected: dict, directory: Path, con
                         tensor = f.get_slice(name)[: config.vocab_size]
                     else:
                         tensor = f.get_tensor(name)
-                    state[ours] = step(tensor, name, file)
+                    placed = step(tensor, name, file)
+                    if ours == "embed_tokens.weight" and lm_head_file is not None:
+                        _check_tied_head(lm_head_file, placed)  # before a hook changes the embedding
+                    state.update(step.entries(ours, placed))
+                    del tensor, placed  # a hook that quantized it: the full-precision tensor goes now
         except (OSError, SafetensorError) as exc:  # corrupt data the header check could not see
             raise CheckpointError(f"{file}: cannot read safetensors data ({brief_error(exc)})") from None
-    if lm_head_file is not None:
-        _check_tied_head(lm_head_file, state["embed_tokens.weight"])
     return state
 
 
@@ -279,7 +291,7 @@ def _load_pickled(source: WeightSource, expected: dict, directory: Path, step: T
     state = {}
     for ours, theirs in by_ours.items():
         tensor = emb if ours == "embed_tokens.weight" else raw.pop(theirs)
-        state[ours] = step(tensor, theirs, origin[theirs])
+        state.update(step.entries(ours, step(tensor, theirs, origin[theirs])))
     return state
 
 

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     e.add_argument("--model", required=True, metavar="DIR",
                    help="model directory (Hugging Face format), or nano for the built-in codegemma-nano")
     e.add_argument("--gguf", required=True, help="output .gguf file")
-    e.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f16", help="weight type (norms stay f32)")
+    e.add_argument("--dtype", choices=("f32", "f16", "bf16", "q8_0", "q4_0"), default="f16",
+                   help="weight type (norms stay f32; q4_0 keeps the tied token_embd/output head q8_0)")
     e.add_argument("--chat", action="store_true",
                    help="Modelfile template with Gemma chat turns (for -it models); default: FIM + raw prompt")
     e.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (trusted files only)")

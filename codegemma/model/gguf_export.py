@@ -1,7 +1,7 @@
 """Export a model directory to GGUF (llama.cpp, Ollama) plus an Ollama Modelfile.
 
 Follows llama.cpp's GemmaModel converter (gemma-architecture.md §4): arch "gemma", norms stored as
-(1 + w) in f32, no output.weight (the graph reuses token_embd), a SentencePiece-style ("llama")
+(1 + w) in f32, weights in f32/f16/bf16 or quantized to q8_0/q4_0 by the gguf package, no output.weight (the graph reuses token_embd), a SentencePiece-style ("llama")
 vocabulary, and the FIM / end-of-turn ids written explicitly (llama.cpp does not auto-detect
 `<|file_separator|>`).
 
@@ -15,6 +15,7 @@ order. Other tokenizers (GPT-2 byte-level BPE, WordPiece, ...) are refused with 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -136,11 +137,12 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
     import torch
 
     model_dir, out = Path(model_dir), Path(out_path)
-    qtypes = {"f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
-              "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
-              "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16)}
+    Q = gguf.GGMLQuantizationType
+    qtypes = {"f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
+              "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16), "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+              "q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0)}
     if dtype not in qtypes:
-        raise CheckpointError(f"unknown GGUF dtype {dtype!r}; choose f32, f16 or bf16")
+        raise CheckpointError(f"unknown GGUF dtype {dtype!r}; choose f32, f16, bf16, q8_0 or q4_0")
     qtype, ftype = qtypes[dtype]
     stored = load_config(model_dir).torch_dtype  # a missing directory or foreign config.json is reported first
     pieces, scores, types = read_vocab(model_dir)  # fail on the tokenizer before loading weights
@@ -155,18 +157,31 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
     scores += [0.0] * (config.vocab_size - len(scores))
     types += [int(gguf.TokenType.UNUSED)] * (config.vocab_size - len(types))
 
-    def type_of(name: str) -> gguf.GGMLQuantizationType:
-        return gguf.GGMLQuantizationType.F32 if name.endswith("norm.weight") else qtype  # norms stay f32
+    def type_of(name: str, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+        """llama.cpp's choices: norms (1-D) stay f32 (convert_hf_to_gguf.py). In q4_0 the tied
+        token_embd, which is also the output head, is q8_0: llama-quantize gives the output tensor
+        q6_K, which the gguf package cannot write. A row that is not whole blocks falls back to
+        f16, as convert_hf_to_gguf.py does."""
+        if name.endswith("norm.weight") or len(shape) < 2:
+            return Q.F32
+        q = Q.Q8_0 if qtype == Q.Q4_0 and name == "embed_tokens.weight" else qtype
+        if shape[-1] % gguf.GGML_QUANT_SIZES[q][0]:
+            return Q.F16
+        return q
 
-    def as_array(name: str, t: torch.Tensor) -> np.ndarray:
+    def as_array(name: str, t: torch.Tensor, q: gguf.GGMLQuantizationType) -> np.ndarray:
         t = t.detach().float()
         if name.endswith("norm.weight"):
             return (t + 1.0).numpy()  # GGUF stores the (1 + w) scale, computed in fp32
-        if qtype == gguf.GGMLQuantizationType.F32:
+        if q == Q.F32:
             return t.numpy()
-        if qtype == gguf.GGMLQuantizationType.F16:
+        if q == Q.F16:
             return t.half().numpy()
-        return gguf.quants.quantize(t.numpy(), qtype)  # bf16 as raw bytes
+        return gguf.quants.quantize(t.numpy(), q)  # bf16 as raw bytes; q8_0 / q4_0 as blocks
+
+    def nbytes(shape: tuple[int, ...], q: gguf.GGMLQuantizationType) -> int:
+        block, size = gguf.GGML_QUANT_SIZES[q]
+        return math.prod(shape) // block * size
 
     with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(tmp, "gemma")
@@ -186,16 +201,16 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
         _add_tokenizer(writer, model_dir, pieces, scores, types, config)
 
         state = model.state_dict()
+        types = {name: type_of(name, tuple(t.shape)) for name, t in state.items()}
         for name, t in state.items():  # tensor infos first: the header lists every tensor
-            q = type_of(name)
-            nbytes = t.numel() * (4 if q == gguf.GGMLQuantizationType.F32 else 2)
             # PyTorch shape order; the writer reverses it into ggml's fastest-first order.
-            writer.add_tensor_info(gguf_tensor_name(name), list(t.shape), np.float32, nbytes, raw_dtype=q)
+            writer.add_tensor_info(gguf_tensor_name(name), list(t.shape), np.float32,
+                                   nbytes(tuple(t.shape), types[name]), raw_dtype=types[name])
         writer.write_header_to_file(tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for name, t in state.items():  # converted and written one tensor at a time
-            writer.write_tensor_data(as_array(name, t))
+            writer.write_tensor_data(as_array(name, t, types[name]))
         writer.close()
     modelfile = write_modelfile(out, chat=chat, mode=fim_mode)
     return out, modelfile

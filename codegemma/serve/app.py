@@ -162,8 +162,8 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
                  max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
                  model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None,
                  speculate: int = 15, cache_reuse: int = 0, allow_nonfinite: bool = False,
-                 n_predict: int | None = None, temperature: float | None = None,
-                 seed: int | None = None) -> Backend:
+                 n_predict: int | None = None, temperature: float | None = None, seed: int | None = None,
+                 quantize: str | None = None, group_size: int = 128) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
@@ -178,7 +178,7 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
         decode = "compile" if on_gpu else "eager"
     cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
               max_queue=max_queue, warmup=True, progress=True, decode=decode, speculate=speculate,
-              cache_reuse=cache_reuse, allow_nonfinite=allow_nonfinite)
+              cache_reuse=cache_reuse, allow_nonfinite=allow_nonfinite, quantize=quantize, group_size=group_size)
     engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode,

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                    help="context length (default: the model's, at most 8192)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: the checkpoint's on GPU)")
+    from codegemma.commands import add_quantize_args
+
+    add_quantize_args(p)
     p.add_argument("--model-name", default=None,
                    help="name reported by /v1/models and /api/tags (default: the directory name)")
     p.add_argument("--fim-mode", default="psm", choices=MODES,
@@ -114,7 +117,8 @@ def _serve(args) -> int:
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
                            fim_mode=args.fim_mode, decode=args.decode, speculate=args.speculate,
                            cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
-                           n_predict=args.n_predict, temperature=args.temp, seed=args.seed)
+                           n_predict=args.n_predict, temperature=args.temp, seed=args.seed,
+                           quantize=args.quantize, group_size=args.group_size)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)

@@ -158,15 +158,15 @@ def test_fused_projections_compute_the_same_model_with_one_copy_of_the_weights(l
     layer = fused.layers[0]
     assert isinstance(layer.self_attn, FusedQKVAttention) and isinstance(layer.mlp, FusedGeGLU)
     # the parameters are views into the fused tensors: one copy of every weight
-    assert layer.self_attn.q_proj.weight.data_ptr() == layer.self_attn.qkv_weight.data_ptr()
-    assert layer.mlp.up_proj.weight.untyped_storage().data_ptr() == layer.mlp.gate_up_weight.untyped_storage().data_ptr()
+    assert layer.self_attn.q_proj.weight.data_ptr() == layer.self_attn.qkv_proj.weight.data_ptr()
+    assert layer.mlp.up_proj.weight.untyped_storage().data_ptr() == layer.mlp.gate_up_proj.weight.untyped_storage().data_ptr()
     assert sum(p.numel() for p in fused.parameters()) == n_bytes
     ids = torch.tensor([P[1]])
     with torch.no_grad():
         torch.testing.assert_close(fused(ids), model(ids), atol=1e-4, rtol=1e-4)
         with torch.no_grad():
             layer.mlp.gate_proj.weight.mul_(2.0)  # writing a parameter updates the fused tensor
-        assert torch.equal(layer.mlp.gate_up_weight[:layer.mlp.gate_proj.weight.shape[0]], layer.mlp.gate_proj.weight)
+        assert torch.equal(layer.mlp.gate_up_proj.weight[:layer.mlp.gate_proj.weight.shape[0]], layer.mlp.gate_proj.weight)
     with Engine(copy.deepcopy(model), tok, max_slots=2, max_seq_len=512, fuse=True) as e, \
             Engine(model, tok, max_slots=2, max_seq_len=512) as ref:
         p = SamplingParams(max_new_tokens=24)
