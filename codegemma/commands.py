@@ -78,14 +78,13 @@ def _sampling(args) -> dict:
 
 def _load(args):
     from codegemma.api import load
+    from codegemma.device import resolve_device
 
+    device = resolve_device(args.device)  # a device this machine lacks: one line, before any loading
     decode = args.decode
     if decode == "auto":
-        import torch
-
-        on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        decode = "graphs" if on_gpu else "eager"
-    return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
+        decode = "graphs" if device.type == "cuda" else "eager"
+    return load(args.model, device=device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
                 compile=decode)
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict
 import torch
 from torch.nn.attention import sdpa_kernel
 
+from codegemma.device import resolve_device
 from codegemma.fim.format import stop_token_ids
 from codegemma.infer.detok import IncrementalDetokenizer, StopStrings
 from codegemma.infer.fuse import fuse_projections
@@ -139,7 +140,7 @@ class Engine:
         if max_slots < 1:
             raise ValueError(f"max_slots must be >= 1, got {max_slots}")
         param = next(model.parameters())
-        self.device = torch.device(device) if device is not None else param.device
+        self.device = resolve_device(device) if device is not None else param.device
         if param.device != self.device:
             model = model.to(self.device)
         self.model = model.eval()

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from codegemma.atomic import atomic_path, atomic_write_text
 from codegemma.model.checkpoint import CheckpointError, load_config, load_model
 from codegemma.tokenizer.special import SPECIAL_TOKENS
 
@@ -129,7 +129,7 @@ def _why_not_spm_shaped(tj: dict) -> str | None:
 
 def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16",
                 allow_pickle: bool = False, chat: bool = False) -> tuple[Path, Path]:
-    """Write OUT.gguf and a Modelfile next to it; returns both paths. Written atomically."""
+    """Write OUT.gguf and OUT.Modelfile next to it; returns both paths. Written atomically."""
     try:
         import gguf
     except ImportError:
@@ -170,11 +170,7 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
             return t.half().numpy()
         return gguf.quants.quantize(t.numpy(), qtype)  # bf16 as raw bytes
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(tmp, "gemma")
         writer.add_name(model_dir.resolve().name)
         writer.add_context_length(config.max_position_embeddings)
@@ -203,12 +199,8 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
         for name, t in state.items():  # converted and written one tensor at a time
             writer.write_tensor_data(as_array(name, t))
         writer.close()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    modelfile = write_modelfile(out, chat=chat)
+        # written before the GGUF is renamed into place: a failure leaves neither
+        modelfile = write_modelfile(out, chat=chat)
     return out, modelfile
 
 
@@ -245,15 +237,19 @@ def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> No
             writer.add_chat_template(template)
 
 
+def modelfile_path(gguf_path: str | os.PathLike) -> Path:
+    """The Modelfile of a GGUF: its name with .Modelfile for .gguf (cg-2b.f16.gguf -> cg-2b.f16.Modelfile),
+    so exports of several models or types into one folder each keep their own."""
+    gguf_path = Path(gguf_path)
+    stem = gguf_path.name[:-5] if gguf_path.name.lower().endswith(".gguf") else gguf_path.name
+    return gguf_path.with_name(f"{stem}.Modelfile")
+
+
 def write_modelfile(gguf_path: Path, chat: bool = False) -> Path:
     """An Ollama Modelfile next to the GGUF: FIM template with .Suffix, CodeGemma stop tokens."""
     template = MODELFILE_TEMPLATE_IT if chat else MODELFILE_TEMPLATE_PT
     lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{template}"""']
     lines += [f'PARAMETER stop "{s}"' for s in STOP_TEXTS]
-    path = gguf_path.with_name("Modelfile")
-    fd, tmp = tempfile.mkstemp(prefix=".Modelfile.", dir=gguf_path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    path = modelfile_path(gguf_path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -85,7 +85,7 @@ def test_16_bit_exports_keep_norms_f32(model_dir, tmp_path, dtype, qtype):
 
 def test_modelfile_has_fim_template_with_suffix(model_dir, tmp_path):
     _export(model_dir, tmp_path / "out" / "cg.gguf", "f16")
-    text = (tmp_path / "out" / "Modelfile").read_text()
+    text = (tmp_path / "out" / "cg.Modelfile").read_text()
     assert text.startswith("FROM ./cg.gguf\n")
     assert "<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>" in text
     assert 'PARAMETER stop "<|file_separator|>"' in text
