@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--fim-mode", default="psm", choices=["psm", "spm"],
                    help="order of infill prompts: psm (default, CodeGemma's) or spm (suffix first; "
                         "codegemma-nano scores better with it)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="server log verbosity")
     p.set_defaults(func=_serve)
 
 
