@@ -16,11 +16,15 @@ def register(subparsers) -> None:
                    help="model directory (Hugging Face format, or one made by `codegemma init`), or nano "
                         "(default): codegemma-nano, the small model built into the package")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 only with --api-key)")
+                   help="address to bind (default 127.0.0.1: this machine only); any other address, e.g. "
+                        "0.0.0.0, needs --api-key (or --unsafe-no-api-key)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on every route but /health "
                         "(default: $CODEGEMMA_API_KEY, else no key)")
+    p.add_argument("--unsafe-no-api-key", action="store_true",
+                   help="serve a non-loopback --host without a key: anyone who reaches the port can use the "
+                        "model (only on a trusted network, or inside a container published to loopback)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests allowed to wait for a slot; beyond that the server answers 429")
@@ -52,6 +56,10 @@ def _serve(args) -> int:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
+    if not api_key and not _is_loopback(args.host) and not args.unsafe_no_api_key:
+        # On a shared machine or network an open port is everyone's model and compute.
+        raise UserError(f"--host {args.host} is reachable from other machines; give --api-key KEY (or set "
+                        "CODEGEMMA_API_KEY), or pass --unsafe-no-api-key on a trusted network")
     _check_port_free(args.host, args.port)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -60,11 +68,23 @@ def _serve(args) -> int:
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
                            fim_mode=args.fim_mode)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    if not api_key and not _is_loopback(args.host):
         logging.getLogger("codegemma.serve").warning(
-            "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
+            "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "
+            "the model", args.host)
     run_server(backend, args.host, args.port, api_key, log_level=args.log_level)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _check_port_free(host: str, port: int) -> None:
