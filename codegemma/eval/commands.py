@@ -101,12 +101,18 @@ def cmd_score(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from codegemma.atomic import check_output_dir
+    from codegemma.device import resolve_device
     from codegemma.eval import harness
     from codegemma.eval.generate import generate_samples
     from codegemma.eval.registry import get_benchmark
     from codegemma.models import resolve_model
 
-    model_dir = resolve_model(args.model)  # before --out is created: a missing model leaves nothing behind
+    # before --out is created: a missing model, a device this machine lacks or an --out that is a
+    # file leave nothing behind (an existing --out directory is a run to resume)
+    model_dir = resolve_model(args.model)
+    resolve_device(args.device)
+    check_output_dir(args.out, force=True, option="--out")
     benchmark = get_benchmark(args.benchmark)
     if benchmark.runnable():
         raise ValueError(f"cannot run {benchmark.name}: {benchmark.runnable()}")

@@ -11,9 +11,7 @@ def register(subparsers) -> None:
         description="Write a random Gemma model with a small byte-fallback BPE tokenizer (Gemma's special-token "
                     "ids) to DIR; transformers and codegemma both load it. The same --seed gives a "
                     "byte-identical directory. The 2b/7b presets allocate billions of parameters.")
-    from codegemma.model.config import PRESETS
-
-    p.add_argument("--preset", default="debug", choices=tuple(PRESETS),
+    p.add_argument("--preset", default="debug", metavar="NAME",
                    help="model shape: debug (tiny, for tests; the default), nano (codegemma-nano's shape, "
                         "18.5M parameters), 2b or 7b (CodeGemma's: billions of parameters)")
     p.add_argument("--out", required=True, metavar="DIR",

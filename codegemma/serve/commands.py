@@ -44,6 +44,7 @@ def register(subparsers) -> None:
 
 def _serve(args) -> int:
     from codegemma.cli import UserError
+    from codegemma.device import resolve_device
     from codegemma.models import resolve_model
 
     api_key = args.api_key or os.environ.get("CODEGEMMA_API_KEY") or None
@@ -52,6 +53,7 @@ def _serve(args) -> int:
     if not os.path.isdir(model):
         raise FileNotFoundError(f"{args.model}: model directory not found; pass --model DIR with config.json, "
                                 "weights and tokenizer.json (e.g. one made by `codegemma init`)")
+    resolve_device(args.device)  # a device this machine lacks: one line before the port is checked
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
     if not 0 < args.port < 65536:

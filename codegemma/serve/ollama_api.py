@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from codegemma.fim.format import STOP_TEXTS
+from codegemma.model.licence import model_licence
 from codegemma.serve.backend import Backend, ClientGone, guarded_stream
 from codegemma.serve.errors import OLLAMA, APIError, error_body, parse_body
 
@@ -89,6 +90,7 @@ def _line(obj) -> str:
 
 def build_router(backend: Backend) -> APIRouter:
     router = APIRouter()
+    licence = model_licence(backend.model_dir)  # read once: /api/show reports the served model's own
 
     def require_model(req: _Base) -> str:
         if not req.model:
@@ -223,7 +225,7 @@ def build_router(backend: Backend) -> APIRouter:
                          "gemma.attention.head_count_kv": getattr(cfg, "num_key_value_heads", 0)})
         modelfile = f"FROM {backend.model_dir or backend.model_name}\nTEMPLATE \"\"\"{CODEGEMMA_TEMPLATE}\"\"\"\n" + \
             "".join(f"PARAMETER {line}\n" for line in parameters.splitlines())
-        return {"license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms)", "modelfile": modelfile,
+        return {"license": licence, "modelfile": modelfile,
                 "parameters": parameters, "template": CODEGEMMA_TEMPLATE, "details": details(),
                 "model_info": info, "capabilities": ["completion", "insert"],
                 "modified_at": model_entry(name)["modified_at"]}

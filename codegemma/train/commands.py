@@ -56,7 +56,7 @@ def register(subparsers) -> None:
       help="recompute activations in the backward pass: none (default) | full | every-N (every N-th layer)")
     a("--no-doc-mask", dest="doc_mask", action="store_false", default=None,
       help="let attention cross packed document boundaries (positions run on)")
-    a("--device", choices=("auto", "cpu", "cuda"), help="auto (default) = cuda if available, else cpu")
+    a("--device", help="auto (default: cuda if available, else cpu), cpu or cuda (torchrun: each process its own GPU)")
     a("--seed", type=int, help="seed for the weights and the data order (default 0)")
     a("--log-every", type=int, help="steps between metrics lines (default 1)")
     a("--val-every", type=int, help="steps between validation losses, 0 = never (default 200)")

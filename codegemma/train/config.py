@@ -90,7 +90,8 @@ class TrainConfig:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            hint = " (did you mean cuda?)" if self.device.lower() in ("gpu", "nvidia") else ""
+            raise ValueError(f"--device {self.device!r} is not one of auto, cpu, cuda{hint}")
         ac = self.activation_checkpointing
         if ac not in ("none", "full") and not (ac.startswith("every-") and ac[6:].isdigit() and int(ac[6:]) > 0):
             raise ValueError(f"activation_checkpointing must be none, full or every-N, got {ac!r}")

@@ -81,6 +81,8 @@ def test_show_reports_a_fim_template_and_insert_capability(oll, client):
     r = client.post("/api/show", json={"name": "codegemma:2b"})
     assert r.status_code == 200 and ".Suffix" in r.json()["template"]
     assert 'stop "<|file_separator|>"' in r.json()["parameters"]
+    # the licence of the served model, as its directory states it: `codegemma init` states none
+    assert r.json()["license"].startswith("unknown")
 
 
 def test_tags_version_and_probe(oll, client):
