@@ -58,7 +58,10 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="codegemma", description=__doc__.splitlines()[0])
+    parser = Parser(prog="codegemma",
+                    description="CodeGemma in Python: fill-in-the-middle code completion, a completion server "
+                                "for editors, evaluation in a sandbox, data preparation and training.",
+                    epilog="`codegemma COMMAND --help` shows a command's options and their defaults.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

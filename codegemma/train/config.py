@@ -56,7 +56,7 @@ class TrainConfig:
     # ---- bookkeeping ---------------------------------------------------------------------------
     log_every: int = 1
     val_every: int = 200  # steps between validation losses; 0 = never
-    val_batches: int = 8  # micro-batches per validation (per process)
+    val_batches: int = 8  # micro-batches per validation (per process), fewer when that covers the val rows
     ckpt_every: int = 500  # steps between checkpoints, and one at the end; 0 = none at all (benchmarks)
     keep_checkpoints: int = 2  # older ones are deleted after a newer one is complete
     resume: bool = False  # continue from the newest checkpoint in out/checkpoints

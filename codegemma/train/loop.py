@@ -91,8 +91,10 @@ def _validate(module, data, cfg: TrainConfig, rt: Runtime, compute_dtype, masks:
     module.eval()
     total = torch.zeros(2, dtype=torch.float64, device=rt.device)
     n = len(data)
+    # no more batches than it takes to see every row once: a small val split is not re-read 8 times
+    batches = min(cfg.val_batches, -(-n // (cfg.micro_batch * rt.world)))
     with torch.no_grad():
-        for b in range(cfg.val_batches):
+        for b in range(batches):
             start = (b * rt.world + rt.rank) * cfg.micro_batch
             rows = [data[(start + j) % n] for j in range(cfg.micro_batch)]
             batch = to_device(make_batch(rows, cfg.doc_mask), rt.device)
