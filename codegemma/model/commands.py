@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from codegemma.fim.format import MODES
+
 import argparse
 
 
@@ -34,6 +36,8 @@ def register(subparsers) -> None:
     e.add_argument("--chat", action="store_true",
                    help="Modelfile template with Gemma chat turns (for -it models); default: FIM + raw prompt")
     e.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (trusted files only)")
+    e.add_argument("--fim-mode", choices=MODES, default="psm",
+                   help="FIM order of the Modelfile template: psm (CodeGemma's) or spm (suffix first)")
     e.add_argument("--force", action="store_true", help="replace an existing --gguf file and its Modelfile")
     e.set_defaults(func=_run_export)
 
@@ -66,6 +70,7 @@ def _run_export(args: argparse.Namespace) -> int:
     check_output_file(args.gguf, args.force, option="--gguf", example="model.gguf")
     check_output_file(modelfile_path(args.gguf), args.force)
     gguf_path, modelfile = export_gguf(resolve_model(args.model), args.gguf, dtype=args.dtype,
-                                      allow_pickle=args.allow_pickle, chat=args.chat)
+                                      allow_pickle=args.allow_pickle, chat=args.chat,
+                                      fim_mode=args.fim_mode)
     print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
     return 0

@@ -35,16 +35,6 @@ _LAYER_NAMES = {
     "mlp.down_proj.weight": "ffn_down.weight",
 }
 
-MODELFILE_TEMPLATE_PT = (
-    '{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>\n'
-    '{{- else }}{{ .Prompt }}\n{{- end }}')
-MODELFILE_TEMPLATE_IT = (
-    '{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>\n'
-    '{{- else }}{{- range .Messages }}<start_of_turn>{{ if eq .Role "user" }}user{{ else }}model{{ end }}\n'
-    '{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n{{- end }}')
-STOP_TEXTS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_separator|>", "<end_of_turn>", "<eos>")
-
-
 def gguf_tensor_name(name: str) -> str:
     if name == "embed_tokens.weight":
         return "token_embd.weight"
@@ -128,7 +118,7 @@ def _why_not_spm_shaped(tj: dict) -> str | None:
 
 
 def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16",
-                allow_pickle: bool = False, chat: bool = False) -> tuple[Path, Path]:
+                allow_pickle: bool = False, chat: bool = False, fim_mode: str = "psm") -> tuple[Path, Path]:
     """Write OUT.gguf and OUT.Modelfile next to it; returns both paths. Written atomically."""
     try:
         import gguf
@@ -200,7 +190,7 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
             writer.write_tensor_data(as_array(name, t))
         writer.close()
         # written before the GGUF is renamed into place: a failure leaves neither
-        modelfile = write_modelfile(out, chat=chat)
+        modelfile = write_modelfile(out, chat=chat, mode=fim_mode)
     return out, modelfile
 
 
@@ -245,11 +235,11 @@ def modelfile_path(gguf_path: str | os.PathLike) -> Path:
     return gguf_path.with_name(f"{stem}.Modelfile")
 
 
-def write_modelfile(gguf_path: Path, chat: bool = False) -> Path:
-    """An Ollama Modelfile next to the GGUF: FIM template with .Suffix, CodeGemma stop tokens."""
-    template = MODELFILE_TEMPLATE_IT if chat else MODELFILE_TEMPLATE_PT
-    lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{template}"""']
-    lines += [f'PARAMETER stop "{s}"' for s in STOP_TEXTS]
+def write_modelfile(gguf_path: Path, chat: bool = False, mode: str = "psm") -> Path:
+    """An Ollama Modelfile next to the GGUF: the FIM template of `mode` (codegemma.fim.templates),
+    the CodeGemma stop texts."""
+    from codegemma.fim.templates import modelfile
+
     path = modelfile_path(gguf_path)
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, modelfile(f"./{gguf_path.name}", mode, chat))
     return path
