@@ -124,8 +124,8 @@ def _print_stream(deltas) -> str:
         for delta in deltas:
             _write(delta)
             text += delta
-    finally:
-        getattr(deltas, "close", lambda: None)()  # a reader gone (BrokenPipeError) or Ctrl-C: free the engine's slot at once
+    finally:  # also when the reader is gone (BrokenPipeError) or on Ctrl-C: free the engine's slot at once
+        getattr(deltas, "close", lambda: None)()
     if text and not text.endswith("\n") and sys.stdout.isatty():
         _write("\n")
     return text

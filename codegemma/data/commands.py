@@ -82,7 +82,8 @@ def register(subparsers) -> None:
                                     "PII-redacted files). The directory loads with codegemma and transformers.")
     t.add_argument("--input", default=None, metavar="PATH", help="as for data prepare (default: stdlib + site-packages)")
     t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size (>= 367)")
-    t.add_argument("--out", required=True, metavar="DIR", help="output directory (tokenizer.json and its configs)")
+    t.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (tokenizer.json and its configs)")
     t.add_argument("--limit-mb", type=float, default=100.0, help="train on at most this many MB (default 100)")
     t.set_defaults(func=_run_tokenizer_train)
 

@@ -46,8 +46,8 @@ def _run_init(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
-    from codegemma.model.config import get_preset
     from codegemma.atomic import check_output_dir
+    from codegemma.model.config import get_preset
     from codegemma.model.random_init import init_model_dir, size_warning
 
     check_output_dir(args.out, args.force, option="--out")

@@ -189,8 +189,8 @@ def _train(cfg: TrainConfig, rt: Runtime, interrupt: StopOnInterrupt) -> dict:
     if rt.is_main and cfg.export and data.tokenizer_dir is None:
         print("train: no tokenizer found (no --tokenizer, none in the data directory or --init); "
               "final/ will hold weights only", file=sys.stderr)
-    preset_context = model_config(cfg).max_position_embeddings
-    if rt.is_main and step == 0 and config.max_position_embeddings > preset_context:
+    preset_context = model_config(cfg).max_position_embeddings if cfg.preset else config.max_position_embeddings
+    if rt.is_main and step == 0 and config.max_position_embeddings > preset_context:  # see preset_config
         print(f"train: the {cfg.preset} preset's context ({preset_context} positions) is raised to the "
               f"data's {data.seq_len}-token rows", file=sys.stderr)
     if rt.is_main and step == 0:
