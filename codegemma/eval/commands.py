@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from codegemma.eval.sandbox import UNSAFE_FLAG
+from codegemma.model.commands import add_allow_nonfinite
 
 
 def register(subparsers) -> None:
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
                    help="FIM prompt order for infilling benchmarks (default psm, as the report evaluates)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: the model's)")
+    add_allow_nonfinite(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -108,11 +110,13 @@ def cmd_run(args) -> int:
     from codegemma.eval import harness
     from codegemma.eval.generate import generate_samples
     from codegemma.eval.registry import get_benchmark
+    from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
-    # before --out is created: a missing model, a device this machine lacks or an --out that is a
-    # file leave nothing behind (an existing --out directory is a run to resume)
+    # before --out is created: a missing or broken model, a device this machine lacks or an --out that
+    # is a file leave nothing behind (an existing --out directory is a run to resume)
     model_dir = resolve_model(args.model)
+    load_config(model_dir)
     resolve_device(args.device)
     check_output_dir(args.out, force=True, option="--out")
     benchmark = get_benchmark(args.benchmark)
@@ -127,7 +131,7 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
     import codegemma
-    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype)
+    model = codegemma.load(model_dir, device=args.device, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite)
     try:
         generate_samples(model, benchmark, problems, samples_path, n_samples=args.n_samples,
                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import os
 import queue
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
 from tqdm import tqdm
 
-from codegemma.eval import languages, metrics
+from codegemma.atomic import atomic_file
+from codegemma.eval import languages, metrics, python_program
 from codegemma.eval.registry import Benchmark, Problem
 from codegemma.eval.sandbox import Sandbox, SandboxLimits, probe_bwrap
+
+
+# Runtimes that refuse to start without /proc (the JVM, Mono): their sandboxes get one of their
+# own PID namespace. Python samples get none.
+PROC_LANGUAGES = frozenset({"java", "kotlin", "csharp"})
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:
@@ -39,17 +44,10 @@ def read_samples(path: str | os.PathLike) -> list[dict]:
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Write atomically: a temp file beside the target, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write atomically (all rows or nothing)."""
+    with atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
 
 
 class SandboxPool:
@@ -73,6 +71,11 @@ class SandboxPool:
         finally:
             self._free.put(sandbox)
 
+    def kill(self) -> None:
+        """Kill every sandbox now (workers mid-sample get failed results and return)."""
+        for sandbox in self.sandboxes:
+            sandbox.kill()
+
     def close(self) -> None:
         for sandbox in self.sandboxes:
             sandbox.close()
@@ -84,11 +87,12 @@ class SandboxPool:
         self.close()
 
 
-def run_program(sandbox: Sandbox, language: str, code: str, test: str,
-                entry_point: str | None, timeout_s: float):
-    if language == "python":
-        return sandbox.run(code, test, entry_point, timeout_s=timeout_s)
-    files, steps, limits = languages.RUNNERS[language].build(code, test, timeout_s)
+def run_sample(sandbox: Sandbox, problem: Problem, completion: str, timeout_s: float):
+    if problem.language == "python":
+        program = python_program.for_problem(problem, completion)
+        return sandbox.run_python(program, timeout_s=timeout_s)
+    code, test, _ = problem.program(completion)
+    files, steps, limits = languages.RUNNERS[problem.language].build(code, test, timeout_s)
     return sandbox.run_steps(files, steps, limits)
 
 
@@ -109,20 +113,31 @@ def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
 
     def run_one(sample: dict) -> dict:
         problem = by_id[sample["task_id"]]
-        code, test, entry = problem.program(sample["completion"] or "")
+        completion = sample["completion"] or ""
         # Left to right, an empty completion leaves the function without a body: it fails
         # without running. An infilling middle may legitimately be empty (RandomSpan has 14).
-        if benchmark.mode == "complete" and not (sample["completion"] or "").strip():
+        if benchmark.mode == "complete" and not completion.strip():
             outcome = {"passed": False, "result": "failed: empty completion"}
         else:
-            res = pool.run(lambda sb: run_program(sb, problem.language, code, test, entry,
-                                                  timeout_s))
+            res = pool.run(lambda sb: run_sample(sb, problem, completion, timeout_s))
             outcome = {"passed": res.passed, "result": res.result}
         return {**sample, **outcome}
 
-    with SandboxPool(workers, limits, unsafe, mount_proc=benchmark.language == "java") as pool, ThreadPoolExecutor(workers) as ex:
-        results = list(tqdm(ex.map(run_one, samples), total=len(samples), disable=not progress,
-                            desc=f"scoring {benchmark.name}", unit="sample"))
+    # Whatever ends the scoring (done, an error, Ctrl-C), every sandbox is killed and removed
+    # before this returns: the queued samples are cancelled, the running ones fail at once.
+    mount_proc = benchmark.language in PROC_LANGUAGES
+    with SandboxPool(workers, limits, unsafe, mount_proc=mount_proc) as pool:
+        ex = ThreadPoolExecutor(workers)
+        try:
+            results = list(tqdm(ex.map(run_one, samples), total=len(samples),
+                                disable=not progress, desc=f"scoring {benchmark.name}",
+                                unit="sample"))
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            pool.kill()
+            raise
+        finally:
+            ex.shutdown(wait=True)
     return results
 
 

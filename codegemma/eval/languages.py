@@ -26,8 +26,20 @@ class Runner:
     build: Callable[[str, str, float], tuple[dict, list, dict]]
 
 
+def sample_macros(code: str) -> list[str]:
+    """Names the C/C++ `code` #defines (after line splicing and comments, digraphs too): the
+    test, compiled after it in one unit, must not see them (`#define assert(x)`)."""
+    code = re.sub(r"\\\r?\n", "", code)
+    code = re.sub(r"/\*.*?\*/|//[^\n]*", " ", code, flags=re.S)
+    return sorted(set(re.findall(r"^[ \t]*(?:#|%:)[ \t]*define[ \t]+([A-Za-z_]\w*)", code,
+                                 flags=re.M)))
+
+
 def _cpp(code: str, test: str, timeout: float):
     test = re.sub(r"\bint\s+main\s*\(\s*\)", "int codegemma_test_main()", test, count=1)
+    # The sample's macros end where the test begins, and assert is the real one again.
+    reset = "".join(f"\n#undef {name}" for name in sample_macros(code + "\n"))
+    test = reset + "\n#undef NDEBUG\n#include <cassert>\n" + test
     epilogue = ("\n#include <iostream>\n#include <string>\n"
                 "int main() { codegemma_test_main(); std::string n; std::getline(std::cin, n);"
                 " std::cout << std::endl << \"PASS \" << n << std::endl; return 0; }\n")
@@ -41,9 +53,11 @@ def _cpp(code: str, test: str, timeout: float):
 
 
 def _js(code: str, test: str, timeout: float):
-    # HumanEval-X's JS tests use console.assert, which only logs: make it throw.
-    prelude = ("console.assert = (c, ...m) => { if (!c) { throw new Error("
-               "'Assertion failed ' + m.join(' ')); } };\n")
+    # HumanEval-X's JS tests use console.assert, which only logs: theirs call a constant of
+    # ours that throws, which the sample can neither reassign nor shadow.
+    prelude = ("const codegemmaAssert = (c, ...m) => { if (!c) { throw new Error("
+               "'Assertion failed ' + m.join(' ')); } };\nconsole.assert = codegemmaAssert;\n")
+    test = re.sub(r"\bconsole\.assert\s*\(", "codegemmaAssert(", test)
     epilogue = ("\n;(() => { const n = require('fs').readFileSync(0, 'utf8').trim();"
                 " process.stdout.write('\\nPASS ' + n + '\\n'); })();\n")
     files = {"main.js": prelude + code + "\n" + test + epilogue}

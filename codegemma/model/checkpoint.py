@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from codegemma.atomic import atomic_dir, default_file_mode
 from codegemma.model.weight_files import (  # noqa: F401  (CheckpointError and the header check are public here)
-    SAFE_INDEX, SAFE_SINGLE, CheckpointError, WeightSource, brief_error, locate_weights, read_safetensors_header)
+    FLOAT_DTYPES, MODEL_DIR_LAYOUT, SAFE_INDEX, SAFE_SINGLE, CheckpointError, CheckpointNotFoundError, WeightSource,
+    brief_error, locate_weights, quoted, read_json, read_safetensors_header)
+from codegemma.tokenizer.files import tokenizer_files
 
 if TYPE_CHECKING:  # torch is imported lazily so `codegemma --help` stays instant
     import torch
@@ -24,7 +26,6 @@ if TYPE_CHECKING:  # torch is imported lazily so `codegemma --help` stays instan
     from codegemma.model.config import GemmaConfig
     from codegemma.model.transformer import Gemma
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
@@ -36,11 +37,15 @@ def _our_name(name: str) -> str:
 
 def _check_names(source: WeightSource, expected: dict[str, tuple[int, ...]], where: Path) -> dict[str, str]:
     """Map our name -> checkpoint name; raise on missing / unexpected / mis-shaped tensors."""
-    by_ours = {}
+    by_ours: dict[str, str] = {}
     for name in source.shapes:
         if name == "lm_head.weight":
             continue  # tied to the embedding; compared when loading
-        by_ours[_our_name(name)] = name
+        ours = _our_name(name)
+        if ours in by_ours:
+            raise CheckpointError(f"{where}: the checkpoint holds both {quoted(by_ours[ours])} and {quoted(name)}; "
+                                  "keep one of them")
+        by_ours[ours] = name
     missing = sorted(set(expected) - set(by_ours))
     unexpected = sorted(set(by_ours) - set(expected))
     if missing or unexpected:
@@ -48,7 +53,7 @@ def _check_names(source: WeightSource, expected: dict[str, tuple[int, ...]], whe
         if missing:
             parts.append(f"{len(missing)} missing tensors, e.g. {missing[:3]}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}")
+            parts.append(f"{len(unexpected)} unexpected tensors, e.g. [{', '.join(map(quoted, unexpected[:3]))}]")
         raise CheckpointError(f"{where}: tensors do not match the Gemma layout in config.json: "
                               f"{'; '.join(parts)}")
     for ours, theirs in by_ours.items():
@@ -57,8 +62,13 @@ def _check_names(source: WeightSource, expected: dict[str, tuple[int, ...]], whe
             continue
         is_padded_embedding = ours == "embed_tokens.weight" and found[1:] == want[1:] and found[0] > want[0]
         if not is_padded_embedding:
-            raise CheckpointError(f"{_file_of(source, theirs)}: tensor {theirs!r} has shape {list(found)}, "
+            raise CheckpointError(f"{_file_of(source, theirs)}: tensor {quoted(theirs)} has shape {list(found)}, "
                                   f"expected {list(want)} from config.json")
+    for name, tag in source.dtypes.items():  # every tensor left is one the model (or the tied head) reads
+        if tag not in FLOAT_DTYPES:
+            raise CheckpointError(f"{_file_of(source, name)}: tensor {quoted(name)} is stored as {tag}; Gemma's "
+                                  f"weights are floating-point ({', '.join(FLOAT_DTYPES)}): the file is corrupt "
+                                  "or not a Gemma checkpoint")
     return by_ours
 
 
@@ -72,63 +82,42 @@ def resolve_dtype(dtype: "torch.dtype | str | None", device: "torch.device", con
 
     if dtype is None:
         dtype = config.torch_dtype if device.type != "cpu" else "float32"
-    if isinstance(dtype, str):
-        dt = getattr(torch, dtype.replace("torch.", ""), None)
-        if not isinstance(dt, torch.dtype):
-            raise CheckpointError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-        dtype = dt
-    return dtype
+    name = dtype.removeprefix("torch.") if isinstance(dtype, str) else _dtype_name(dtype)
+    if name not in ("float32", "bfloat16", "float16", "float64"):
+        raise CheckpointError(f"unknown dtype {quoted(str(dtype))}; use float32, bfloat16 or float16")
+    return getattr(torch, name)
 
 
 # ---- loading ------------------------------------------------------------------------------------
 
 def load_config(path: str | os.PathLike) -> "GemmaConfig":
+    """The GemmaConfig of a model directory, every value checked; the first thing every command
+    that loads a model calls, so a folder that is not a model is told so before anything else."""
     from codegemma.model.config import GemmaConfig
 
     directory = Path(path)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: model directory not found (expected a Hugging Face "
-                              "directory with config.json and model.safetensors)")
+        if directory.exists():
+            raise CheckpointError(f"{directory}: not a directory; {MODEL_DIR_LAYOUT}")
+        raise CheckpointNotFoundError(f"{directory}: model directory not found; {MODEL_DIR_LAYOUT}")
     cfg_path = directory / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{cfg_path}: missing; a model directory needs config.json next to its weights")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({brief_error(exc)})") from None
-    if isinstance(raw, dict):
-        raw = _normalize_hf_config(raw, cfg_path)
+    if not cfg_path.exists():
+        raise CheckpointNotFoundError(f"{directory}: config.json: missing; {MODEL_DIR_LAYOUT}")
+    raw = read_json(cfg_path)
     try:
         return GemmaConfig.from_hf_dict(raw, source=str(cfg_path))
-    except CheckpointError:
-        raise
-    except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        raise CheckpointError(msg if str(cfg_path) in msg else f"{cfg_path}: {msg}") from None
-
-
-def _normalize_hf_config(raw: dict, cfg_path: Path) -> dict:
-    """transformers >= 5 writes RoPE settings as rope_parameters={rope_theta, rope_type}; Gemma 1
-    has plain RoPE, so a scaled variant or bidirectional attention is refused rather than ignored."""
-    rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
-    if isinstance(rope, dict):
-        kind = rope.get("rope_type") or rope.get("type") or "default"
-        if kind != "default":
-            raise CheckpointError(f"{cfg_path}: RoPE scaling {kind!r} is not supported (Gemma 1 uses plain RoPE)")
-        if "rope_theta" not in raw and "rope_theta" in rope:
-            raw = {**raw, "rope_theta": rope["rope_theta"]}
-    if raw.get("use_bidirectional_attention"):
-        raise CheckpointError(f"{cfg_path}: use_bidirectional_attention=true is an encoder variant, "
-                              "not a causal Gemma 1 language model")
-    return raw
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_model(path: str | os.PathLike, device: "str | torch.device | None" = None,
-               dtype: "torch.dtype | str | None" = None, allow_pickle: bool = False) -> "tuple[Gemma, GemmaConfig]":
+               dtype: "torch.dtype | str | None" = None, allow_pickle: bool = False,
+               allow_nonfinite: bool = False) -> "tuple[Gemma, GemmaConfig]":
     """Load a Hugging Face Gemma directory (codegemma-2b / -7b / -7b-it, 1.1 releases, our own saves).
 
     device: default cuda if available, else cpu. dtype: default the checkpoint's torch_dtype on
-    CUDA and float32 on CPU. Returns (model in eval mode, config).
+    CUDA and float32 on CPU. Weights holding NaN or Inf are refused unless allow_nonfinite=True
+    (then loaded with a warning). Returns (model in eval mode, config).
     """
     import torch
 
@@ -144,18 +133,61 @@ def load_model(path: str | os.PathLike, device: "str | torch.device | None" = No
     with torch.device("meta"):
         model = Gemma(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-    def convert(t: torch.Tensor) -> torch.Tensor:  # applied as each tensor is read: no second copy
-        return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
-
-    state = (_load_pickled(source, expected, directory, convert) if source.pickled
-             else _load_safetensors(source, expected, directory, config, convert))
+    step = TensorStep(device, dtype, allow_nonfinite)
+    state = (_load_pickled(source, expected, directory, step) if source.pickled
+             else _load_safetensors(source, expected, directory, config, step))
+    step.finish()
     model.load_state_dict(state, strict=True, assign=True)
     _check_materialized(model)
     return model.eval(), config
 
 
-def _load_safetensors(source: WeightSource, expected: dict, directory: Path, config: "GemmaConfig", convert) -> dict:
+class TensorStep:
+    """The one step every checkpoint tensor takes into the model, as it is read: to the device and
+    dtype (so no second copy of the model exists), then checked there for NaN/Inf in one pass.
+    Anything else done per tensor while loading (e.g. quantizing) belongs in __call__."""
+
+    def __init__(self, device: "torch.device", dtype: "torch.dtype", allow_nonfinite: bool):
+        self.device, self.dtype, self.allow_nonfinite = device, dtype, allow_nonfinite
+        self.nonfinite: list[str] = []  # problems accepted under allow_nonfinite, warned about at the end
+
+    def __call__(self, tensor: "torch.Tensor", name: str, file: Path) -> "torch.Tensor":
+        placed = tensor.to(device=self.device, dtype=self.dtype)
+        if not _all_finite(placed):
+            self._nonfinite(tensor, placed, name, file)
+        return placed
+
+    def _nonfinite(self, stored: "torch.Tensor", placed: "torch.Tensor", name: str, file: Path) -> None:
+        import torch
+
+        count = int((~torch.isfinite(placed)).sum())
+        problem = f"{file}: tensor {quoted(name)} has {count} non-finite (NaN or Inf) value{'s' * (count > 1)}"
+        if stored.dtype != placed.dtype and _all_finite(stored):
+            problem += (f" as {_dtype_name(placed.dtype)} (finite as stored in {_dtype_name(stored.dtype)}: its "
+                        f"values exceed {_dtype_name(placed.dtype)}'s range; load it in another dtype)")
+        if not self.allow_nonfinite:
+            raise CheckpointError(f"{problem}; the weights are corrupt or diverged. To load them anyway pass "
+                                  "allow_nonfinite=True (CLI: --allow-nonfinite)")
+        self.nonfinite.append(problem)
+
+    def finish(self) -> None:
+        if self.nonfinite:
+            more = f" (and {len(self.nonfinite) - 1} more tensors)" if len(self.nonfinite) > 1 else ""
+            warnings.warn(f"{self.nonfinite[0]}{more}; loaded anyway (allow_nonfinite)", stacklevel=3)
+
+
+def _all_finite(t: "torch.Tensor") -> bool:
+    """One reduction over the tensor where it lives; NaN propagates through min/max, Inf shows in them."""
+    import torch
+
+    if t.numel() == 0:
+        return True
+    low, high = torch.aminmax(t)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def _load_safetensors(source: WeightSource, expected: dict, directory: Path, config: "GemmaConfig",
+                      step: TensorStep) -> dict:
     from safetensors import SafetensorError, safe_open
 
     by_ours = _check_names(source, expected, directory)
@@ -173,9 +205,10 @@ def _load_safetensors(source: WeightSource, expected: dict, directory: Path, con
                     if ours == "embed_tokens.weight" and source.shapes[name][0] > config.vocab_size:
                         warnings.warn(f"{file}: embedding has {source.shapes[name][0]} rows (JAX-style padding); "
                                       f"keeping the first vocab_size={config.vocab_size}", stacklevel=3)
-                        state[ours] = convert(f.get_slice(name)[: config.vocab_size])
+                        tensor = f.get_slice(name)[: config.vocab_size]
                     else:
-                        state[ours] = convert(f.get_tensor(name))
+                        tensor = f.get_tensor(name)
+                    state[ours] = step(tensor, name, file)
         except (OSError, SafetensorError) as exc:  # corrupt data the header check could not see
             raise CheckpointError(f"{file}: cannot read safetensors data ({brief_error(exc)})") from None
     if lm_head_file is not None:
@@ -216,19 +249,29 @@ def _torch_load(file: Path):
         raise CheckpointError(f"{file}: cannot load PyTorch weights ({brief_error(exc)})") from None
 
 
-def _load_pickled(source: WeightSource, expected: dict, directory: Path, convert) -> dict:
+_TORCH_TAGS = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+
+
+def _load_pickled(source: WeightSource, expected: dict, directory: Path, step: TensorStep) -> dict:
     import torch
 
     raw: dict[str, torch.Tensor] = {}
+    origin: dict[str, Path] = {}
     for file in source.files:
         part = _torch_load(file)
         if isinstance(part, dict) and isinstance(part.get("state_dict"), dict):
             part = part["state_dict"]
         if not isinstance(part, dict):
             raise CheckpointError(f"{file}: expected a dict of tensors, found {type(part).__name__}")
-        raw.update(part)
-    first_file = next(iter(source.files))
-    source = WeightSource({first_file: list(raw)}, {k: tuple(v.shape) for k, v in raw.items()}, pickled=True)
+        for name, value in part.items():
+            if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{file}: {quoted(str(name))} is not a tensor; expected a dict of tensors")
+            raw[name], origin[name] = value, file
+    files: dict[Path, list[str]] = {}
+    for name, file in origin.items():
+        files.setdefault(file, []).append(name)
+    dtypes = {k: _TORCH_TAGS.get(_dtype_name(v.dtype), _dtype_name(v.dtype)) for k, v in raw.items()}
+    source = WeightSource(files, {k: tuple(v.shape) for k, v in raw.items()}, True, dtypes)
     by_ours = _check_names(source, expected, directory)
     rows = expected["embed_tokens.weight"][0]
     emb = raw[by_ours["embed_tokens.weight"]][:rows]  # JAX-style padded rows dropped
@@ -236,7 +279,8 @@ def _load_pickled(source: WeightSource, expected: dict, directory: Path, convert
         raise CheckpointError(f"{directory}: lm_head.weight differs from the embedding; Gemma ties them")
     state = {}
     for ours, theirs in by_ours.items():
-        state[ours] = convert(emb if ours == "embed_tokens.weight" else raw.pop(theirs))
+        tensor = emb if ours == "embed_tokens.weight" else raw.pop(theirs)
+        state[ours] = step(tensor, theirs, origin[theirs])
     return state
 
 
@@ -269,8 +313,8 @@ def save_model(model: "Gemma", config: "GemmaConfig", out_dir: str | os.PathLike
     config.json + generation_config.json, model.safetensors (or model-0000k-of-0000N.safetensors +
     model.safetensors.index.json when larger than max_shard_bytes), names with the `model.` prefix,
     no lm_head (tied). dtype: default the model's own. Tokenizer files are copied from tokenizer_dir.
-    Atomic: everything is written into a temp dir next to out_dir and renamed into place; an existing
-    out_dir is replaced only if it is empty or a model directory (has config.json), or with force=True.
+    Atomic (codegemma.atomic.atomic_dir): an existing out_dir is replaced only if it is empty or a
+    model directory (has config.json), or with force=True, and only once the new one is complete.
     """
     import torch
     from safetensors.torch import save_file
@@ -283,16 +327,16 @@ def save_model(model: "Gemma", config: "GemmaConfig", out_dir: str | os.PathLike
                               "(choose a new or empty directory)")
     if max_shard_bytes <= 0:
         raise CheckpointError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    tokenizer = tokenizer_files(tokenizer_dir) if tokenizer_dir is not None else []
+    if tokenizer_dir is not None and not tokenizer:
+        raise CheckpointError(f"{tokenizer_dir}: no tokenizer files to copy (tokenizer.json or tokenizer.model)")
     state = model.state_dict()
     target = resolve_dtype(dtype, torch.device("cpu"), config) if dtype is not None else \
         next(v.dtype for v in state.values() if v.is_floating_point())
     config = config.replace(torch_dtype=_dtype_name(target))
     shards = _plan_shards(state, target, max_shard_bytes)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is an ordinary one
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         total = 0
         weight_map: dict[str, str] = {}
         for k, names in enumerate(shards):
@@ -310,18 +354,10 @@ def save_model(model: "Gemma", config: "GemmaConfig", out_dir: str | os.PathLike
         gen = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                "pad_token_id": config.pad_token_id}
         _write_json(tmp / "generation_config.json", {**gen, **(generation_config or {})})
-        if tokenizer_dir is not None:
-            copied = [n for n in TOKENIZER_FILES if (Path(tokenizer_dir) / n).is_file()]
-            if not copied:
-                raise CheckpointError(f"{tokenizer_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-            for n in copied:
-                shutil.copyfile(Path(tokenizer_dir) / n, tmp / n)
+        for f in tokenizer:
+            shutil.copyfile(f, tmp / f.name)
         for f in tmp.iterdir():
-            os.chmod(f, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            os.chmod(f, default_file_mode())  # safetensors writes 0600; a checkpoint is meant to be shared
     return out
 
 
@@ -342,18 +378,3 @@ def _plan_shards(state: dict, dtype: "torch.dtype", max_shard_bytes: int) -> lis
 
 def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Rename `new` to `out`; an existing `out` is moved aside first and removed only afterwards."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old / out.name, out)  # put the previous checkpoint back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

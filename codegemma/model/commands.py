@@ -39,7 +39,14 @@ def register(subparsers) -> None:
     e.add_argument("--fim-mode", choices=MODES, default="psm",
                    help="FIM order of the Modelfile template: psm (CodeGemma's) or spm (suffix first)")
     e.add_argument("--force", action="store_true", help="replace an existing --gguf file and its Modelfile")
+    add_allow_nonfinite(e)
     e.set_defaults(func=_run_export)
+
+
+def add_allow_nonfinite(p: argparse.ArgumentParser) -> None:
+    """--allow-nonfinite, on every command that loads a model."""
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights that hold NaN or Inf values (refused by default) with a warning")
 
 
 def _run_init(args: argparse.Namespace) -> int:
@@ -71,6 +78,6 @@ def _run_export(args: argparse.Namespace) -> int:
     check_output_file(modelfile_path(args.gguf), args.force)
     gguf_path, modelfile = export_gguf(resolve_model(args.model), args.gguf, dtype=args.dtype,
                                       allow_pickle=args.allow_pickle, chat=args.chat,
-                                      fim_mode=args.fim_mode)
+                                      fim_mode=args.fim_mode, allow_nonfinite=args.allow_nonfinite)
     print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
     return 0

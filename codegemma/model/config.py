@@ -6,6 +6,7 @@ No torch here: a config can be built, counted and compared without allocating an
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +29,7 @@ class GemmaConfig:
     torch_dtype: str = "bfloat16"  # the dtype checkpoints are stored in
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"GemmaConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                f"num_key_value_heads ({self.num_key_value_heads})")
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+        _validate(self)
 
     # ---- sizes, computed without allocating -------------------------------------------------
     def layer_parameters(self) -> int:
@@ -86,41 +78,144 @@ class GemmaConfig:
         }
 
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> "GemmaConfig":
-        """Read a transformers GemmaConfig dict; refuse other architectures with a clear message."""
-        arch = d.get("architectures") or []
-        model_type = d.get("model_type")
-        if model_type != "gemma" or (arch and arch[0] not in ("GemmaForCausalLM", "GemmaModel")):
-            raise ValueError(
-                f"{source}: unsupported architecture (model_type={model_type!r}, architectures={arch}); "
-                "codegemma loads Gemma 1 checkpoints (model_type 'gemma', GemmaForCausalLM) such as "
-                "google/codegemma-2b, -7b and -7b-it")
-        if d.get("tie_word_embeddings") is False:
-            raise ValueError(f"{source}: tie_word_embeddings=false is not Gemma 1; the output head must be tied")
-        required = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ValueError(f"{source}: missing required keys {missing}")
-        heads = d["num_attention_heads"]
-        eos = d.get("eos_token_id", 1)
-        if isinstance(eos, list):
-            eos = eos[0]
-        return cls(
-            vocab_size=d.get("vocab_size", 256000),
-            hidden_size=d["hidden_size"],
-            intermediate_size=d["intermediate_size"],
-            num_hidden_layers=d["num_hidden_layers"],
-            num_attention_heads=heads,
-            num_key_value_heads=d.get("num_key_value_heads") or heads,
-            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
-            max_position_embeddings=d.get("max_position_embeddings", 8192),
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
-            rope_theta=d.get("rope_theta", 10000.0),
-            pad_token_id=d.get("pad_token_id", 0) if d.get("pad_token_id") is not None else 0,
-            eos_token_id=eos if eos is not None else 1,
-            bos_token_id=d.get("bos_token_id", 2) if d.get("bos_token_id") is not None else 2,
-            torch_dtype=str(d.get("torch_dtype") or d.get("dtype") or "bfloat16").replace("torch.", ""),
-        )
+    def from_hf_dict(cls, d: Any, source: str = "config.json") -> "GemmaConfig":
+        """Read a transformers GemmaConfig dict (a parsed config.json), checking every value.
+
+        Other architectures, scaled RoPE and values of the wrong type or range are refused with a
+        ValueError that starts with `source` and names the key.
+        """
+        try:
+            return cls(**_hf_fields(d))
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+# ---- validation: every field's type and range, for presets and config.json alike ----------------
+
+_DTYPES = ("float32", "bfloat16", "float16", "float64")
+# Upper bounds far above any Gemma (the 7B has 28 layers, 16 heads, 3072 wide): a hostile
+# config.json must not make the loader build a billion layers before the weights are compared.
+_SIZE_LIMITS = {"vocab_size": 1 << 24, "hidden_size": 1 << 20, "intermediate_size": 1 << 22,
+                "num_hidden_layers": 1024, "num_attention_heads": 1024, "num_key_value_heads": 1024,
+                "head_dim": 1 << 16, "max_position_embeddings": 1 << 24}
+_TOKEN_IDS = ("pad_token_id", "eos_token_id", "bos_token_id")
+_POSITIVE_NUMBERS = ("rms_norm_eps", "rope_theta")
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its repr, cut short (a config value may be any JSON)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(c: GemmaConfig) -> None:
+    for name, limit in _SIZE_LIMITS.items():
+        value = getattr(c, name)
+        if not _is_int(value):
+            raise ValueError(f"{name} must be an integer, got {_show(value)}")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+        if value > limit:
+            raise ValueError(f"{name} must be at most {limit}, got {value}")
+    for name in _POSITIVE_NUMBERS:
+        value = getattr(c, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+        object.__setattr__(c, name, float(value))  # 10000 in a config.json is 10000.0
+    for name in _TOKEN_IDS:
+        value = getattr(c, name)
+        if not _is_int(value):
+            raise ValueError(f"{name} must be a token id (an integer), got {_show(value)}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+        if value >= c.vocab_size:
+            raise ValueError(f"{name} {value} is outside the vocabulary (vocab_size {c.vocab_size})")
+    if c.torch_dtype not in _DTYPES:
+        raise ValueError(f"torch_dtype must be one of {', '.join(_DTYPES)}, got {_show(c.torch_dtype)}")
+    if c.num_attention_heads % c.num_key_value_heads:
+        raise ValueError(f"num_attention_heads ({c.num_attention_heads}) must be a multiple of "
+                         f"num_key_value_heads ({c.num_key_value_heads})")
+    if c.head_dim % 2:
+        raise ValueError(f"head_dim must be even for rotary embeddings, got {c.head_dim}")
+
+
+def _hf_fields(d: Any) -> dict[str, Any]:
+    """config.json -> GemmaConfig's fields: architecture checks, defaults and transformers' spellings;
+    the values themselves are checked by _validate."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, found a JSON {type(d).__name__}")
+    arch = d.get("architectures") or []
+    if not isinstance(arch, list) or not all(isinstance(a, str) for a in arch):
+        raise ValueError(f"architectures must be a list of class names, got {_show(arch)}")
+    model_type = d.get("model_type")
+    if model_type != "gemma" or (arch and arch[0] not in ("GemmaForCausalLM", "GemmaModel")):
+        raise ValueError(
+            f"unsupported architecture (model_type={_show(model_type)}, architectures={_show(arch)}); "
+            "codegemma loads Gemma 1 checkpoints (model_type 'gemma', GemmaForCausalLM) such as "
+            "google/codegemma-2b, -7b and -7b-it")
+    if d.get("tie_word_embeddings") is False:
+        raise ValueError("tie_word_embeddings=false is not Gemma 1; the output head must be tied")
+    if d.get("use_bidirectional_attention"):
+        raise ValueError("use_bidirectional_attention=true is an encoder variant, not a causal Gemma 1 "
+                         "language model")
+    # transformers >= 5 writes RoPE settings as rope_parameters={rope_theta, rope_type}; Gemma 1 has
+    # plain RoPE, so a scaled variant is refused rather than ignored.
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise ValueError(f"rope_parameters must be an object, got {_show(rope)}")
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind != "default":
+        raise ValueError(f"RoPE scaling {_show(kind)} is not supported (Gemma 1 uses plain RoPE)")
+    missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+               if k not in d]
+    if missing:
+        raise ValueError(f"missing required keys {missing}")
+
+    hidden, heads = d["hidden_size"], d["num_attention_heads"]
+    head_dim = d.get("head_dim")
+    if head_dim is None and _is_int(hidden) and _is_int(heads) and heads > 0:
+        if hidden % heads:
+            raise ValueError(f"head_dim is missing and hidden_size {hidden} is not divisible by "
+                             f"num_attention_heads {heads}")
+        head_dim = hidden // heads
+    eos = d.get("eos_token_id")
+    if isinstance(eos, list):  # several end ids: the first is end of text
+        if not eos or not all(_is_int(e) for e in eos):
+            raise ValueError(f"eos_token_id must be a token id or a non-empty list of token ids, got {_show(eos)}")
+        eos = eos[0]
+    elif eos is not None and not _is_int(eos):
+        raise ValueError(f"eos_token_id must be a token id or a non-empty list of token ids, got {_show(eos)}")
+    dtype = d.get("torch_dtype", d.get("dtype"))
+    if isinstance(dtype, str):
+        dtype = dtype.removeprefix("torch.")
+
+    def given(key: str, default: Any) -> Any:  # transformers writes null for "use the default"
+        value = d.get(key)
+        return default if value is None else value
+
+    return dict(
+        vocab_size=d.get("vocab_size", 256000),
+        hidden_size=hidden,
+        intermediate_size=d["intermediate_size"],
+        num_hidden_layers=d["num_hidden_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=given("num_key_value_heads", heads),
+        head_dim=head_dim,
+        max_position_embeddings=d.get("max_position_embeddings", 8192),
+        rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+        rope_theta=given("rope_theta", rope.get("rope_theta", 10000.0)),
+        pad_token_id=given("pad_token_id", 0),
+        eos_token_id=1 if eos is None else eos,
+        bos_token_id=given("bos_token_id", 2),
+        torch_dtype="bfloat16" if dtype is None else dtype,
+    )
 
 
 PRESETS: dict[str, GemmaConfig] = {

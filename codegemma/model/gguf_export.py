@@ -20,6 +20,9 @@ from pathlib import Path
 
 from codegemma.atomic import atomic_path, atomic_write_text
 from codegemma.model.checkpoint import CheckpointError, load_config, load_model
+from codegemma.model.weight_files import quoted, read_json_object
+from codegemma.tokenizer import Tokenizer
+from codegemma.tokenizer.files import locate_tokenizer
 from codegemma.tokenizer.special import SPECIAL_TOKENS
 
 # HF (ours, without `model.`) -> GGUF tensor names; {i} is the layer.
@@ -48,12 +51,20 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
     """(pieces, scores, gguf token types) for a SentencePiece-style vocabulary, in id order."""
     import gguf
 
-    sp_path, json_path = model_dir / "tokenizer.model", model_dir / "tokenizer.json"
+    # A SentencePiece model carries the real scores and types: read it first where both exist.
+    found = locate_tokenizer(model_dir, prefer=("tokenizer.model", "tokenizer.json"))
+    if found.suffix == ".json":
+        tj = read_json_object(found)
+        why = _why_not_spm_shaped(tj)
+        if why:
+            raise CheckpointError(f"{found}: cannot be expressed as a GGUF 'llama' (SentencePiece) vocabulary: "
+                                  f"{why}; export a model with a tokenizer.model, or one made by codegemma")
+    Tokenizer.load(found)  # a malformed file fails here, in one line, before its parts are read
     control = {t.text for t in SPECIAL_TOKENS.values()}
-    if sp_path.is_file():
+    if found.suffix != ".json":
         import sentencepiece as spm
 
-        sp = spm.SentencePieceProcessor(model_file=str(sp_path))
+        sp = spm.SentencePieceProcessor(model_file=str(found))
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
         scores = [sp.get_score(i) for i in range(sp.get_piece_size())]
         types = []
@@ -71,23 +82,17 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
             else:
                 types.append(gguf.TokenType.NORMAL)
         return pieces, scores, [int(t) for t in types]
-    if not json_path.is_file():
-        raise CheckpointError(f"{model_dir}: no tokenizer.model or tokenizer.json to export")
-    tj = json.loads(json_path.read_text())
-    model = tj.get("model") or {}
-    why = _why_not_spm_shaped(tj)
-    if why:
-        raise CheckpointError(f"{json_path}: cannot be expressed as a GGUF 'llama' (SentencePiece) vocabulary: "
-                              f"{why}; export a model with a tokenizer.model, or one made by codegemma")
-    vocab: dict[str, int] = dict(model["vocab"])
+    json_path = found
+    vocab: dict[str, int] = dict(tj["model"]["vocab"])  # its types were checked by Tokenizer.load
     for added in tj.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
     n = max(vocab.values()) + 1
+    if n > len(vocab):  # checked before allocating: an id of 10**9 must not build a list that long
+        missing = min(set(range(len(vocab) + 1)) - set(vocab.values()))
+        raise CheckpointError(f"{json_path}: token ids are not contiguous (id {missing} has no piece)")
     pieces = [""] * n
     for piece, i in vocab.items():
         pieces[i] = piece
-    if "" in pieces:
-        raise CheckpointError(f"{json_path}: token ids are not contiguous (id {pieces.index('')} has no piece)")
     special = {a["content"] for a in tj.get("added_tokens", []) if a.get("special")}
     scores, types = [], []
     for i, piece in enumerate(pieces):
@@ -104,9 +109,11 @@ def read_vocab(model_dir: Path) -> tuple[list[str], list[float], list[int]]:
 
 
 def _why_not_spm_shaped(tj: dict) -> str | None:
-    model = tj.get("model") or {}
+    model = tj.get("model")
+    if not isinstance(model, dict):
+        return "it has no model section"
     if model.get("type") != "BPE":
-        return f"model type {model.get('type')!r} (only BPE maps onto SentencePiece)"
+        return f"model type {quoted(str(model.get('type')))} (only BPE maps onto SentencePiece)"
     if not model.get("byte_fallback"):
         return "BPE without byte_fallback (a GPT-2 style byte-level vocabulary)"
     text = json.dumps([tj.get("pre_tokenizer"), tj.get("normalizer"), tj.get("decoder")], ensure_ascii=False)
@@ -118,7 +125,8 @@ def _why_not_spm_shaped(tj: dict) -> str | None:
 
 
 def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16",
-                allow_pickle: bool = False, chat: bool = False, fim_mode: str = "psm") -> tuple[Path, Path]:
+                allow_pickle: bool = False, chat: bool = False, fim_mode: str = "psm",
+                allow_nonfinite: bool = False) -> tuple[Path, Path]:
     """Write OUT.gguf and OUT.Modelfile next to it; returns both paths. Written atomically."""
     try:
         import gguf
@@ -134,12 +142,12 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
     if dtype not in qtypes:
         raise CheckpointError(f"unknown GGUF dtype {dtype!r}; choose f32, f16 or bf16")
     qtype, ftype = qtypes[dtype]
-    load_config(model_dir)  # a missing directory or foreign config.json is reported first
+    stored = load_config(model_dir).torch_dtype  # a missing directory or foreign config.json is reported first
     pieces, scores, types = read_vocab(model_dir)  # fail on the tokenizer before loading weights
     # A 16-bit checkpoint exported to 16 bits needs no fp32 copy of the weights in memory.
-    stored = _stored_dtype(model_dir)
     load_dtype = "float32" if dtype == "f32" or stored not in ("bfloat16", "float16") else stored
-    model, config = load_model(model_dir, device="cpu", dtype=load_dtype, allow_pickle=allow_pickle)
+    model, config = load_model(model_dir, device="cpu", dtype=load_dtype, allow_pickle=allow_pickle,
+                               allow_nonfinite=allow_nonfinite)
     if len(pieces) > config.vocab_size:
         raise CheckpointError(f"{model_dir}: tokenizer has {len(pieces)} pieces but the model only "
                               f"{config.vocab_size} embedding rows")
@@ -194,11 +202,6 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
     return out, modelfile
 
 
-def _stored_dtype(model_dir: Path) -> str:
-    cfg = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
-    return str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
-
-
 def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> None:
     writer.add_tokenizer_model("llama")
     writer.add_token_list(pieces)
@@ -222,7 +225,7 @@ def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> No
             writer.add_uint32(getattr(gguf.Keys.Tokenizer, key), ids[text])
     tok_cfg = model_dir / "tokenizer_config.json"
     if tok_cfg.is_file():
-        template = json.loads(tok_cfg.read_text()).get("chat_template")
+        template = read_json_object(tok_cfg).get("chat_template")
         if isinstance(template, str):
             writer.add_chat_template(template)
 

@@ -9,6 +9,8 @@ from codegemma.infer.modes import DECODE_MODES
 import logging
 import os
 
+from codegemma.model.commands import add_allow_nonfinite
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -45,20 +47,20 @@ def register(subparsers) -> None:
                         "at start-up; eager on CPU); graphs starts faster")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="server log verbosity")
+    add_allow_nonfinite(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
     from codegemma.cli import UserError
     from codegemma.device import resolve_device
+    from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
     api_key = args.api_key or os.environ.get("CODEGEMMA_API_KEY") or None
 
     model = resolve_model(args.model)
-    if not os.path.isdir(model):
-        raise FileNotFoundError(f"{args.model}: model directory not found; pass --model DIR with config.json, "
-                                "weights and tokenizer.json (e.g. one made by `codegemma init`)")
+    load_config(model)  # a folder that is not a model fails here, before the port and the weights
     resolve_device(args.device)  # a device this machine lacks: one line before the port is checked
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
@@ -75,7 +77,7 @@ def _serve(args) -> int:
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
                            max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
-                           fim_mode=args.fim_mode, decode=args.decode)
+                           fim_mode=args.fim_mode, decode=args.decode, allow_nonfinite=args.allow_nonfinite)
     if not api_key and not _is_loopback(args.host):
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "

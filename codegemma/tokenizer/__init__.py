@@ -1,5 +1,6 @@
 """Tokenizer loading and the special-token table."""
 
+from codegemma.tokenizer.files import find_tokenizer, locate_tokenizer, tokenizer_files
 from codegemma.tokenizer.special import FIM_TOKEN_NAMES, SPECIAL_TOKENS, SpecialToken
 from codegemma.tokenizer.tokenizer import Tokenizer, TokenizerError
 
@@ -17,4 +18,4 @@ def save_tokenizer_files(tok, out_dir):
 
 
 __all__ = ["FIM_TOKEN_NAMES", "SPECIAL_TOKENS", "SpecialToken", "Tokenizer", "TokenizerError",
-           "train_bpe_tokenizer", "save_tokenizer_files"]
+           "find_tokenizer", "locate_tokenizer", "tokenizer_files", "train_bpe_tokenizer", "save_tokenizer_files"]

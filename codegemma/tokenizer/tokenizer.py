@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Sequence
 
+from codegemma.tokenizer.files import locate_tokenizer
 from codegemma.tokenizer.special import FIM_TOKEN_NAMES, SPECIAL_TOKENS
 
 
 class TokenizerError(ValueError):
     pass
+
+
+def _unquoted(exc: Exception) -> str:
+    """A parser's message without the values it quotes from the file (`invalid type: string "..."`):
+    an error names the problem and where it is, never the file's contents."""
+    text = re.sub(r'"[^"]*"|\'[^\']*\'|`[^`]*`', "…", " ".join(str(exc).split()))
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class Tokenizer:
@@ -49,32 +56,23 @@ class Tokenizer:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """`path`: a model directory, a tokenizer.json or a tokenizer.model file."""
-        p = Path(path)
-        if p.is_dir():
-            if (p / "tokenizer.json").is_file():
-                p = p / "tokenizer.json"
-            elif (p / "tokenizer.model").is_file():
-                p = p / "tokenizer.model"
-            else:
-                raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer.model in this directory; "
-                                        "copy the tokenizer files of the model next to its config.json")
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: tokenizer file not found")
+        """`path`: a model directory, a tokenizer.json or a tokenizer.model file (files.locate_tokenizer)."""
+        p = locate_tokenizer(path)
         if p.suffix == ".json":
             from tokenizers import Tokenizer as HFTokenizer
 
             try:
-                return cls(backend=HFTokenizer.from_file(str(p)), source=str(p))
+                backend = HFTokenizer.from_file(str(p))
             except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-                raise TokenizerError(f"{p}: not a valid tokenizer.json ({exc})") from None
+                raise TokenizerError(f"{p}: not a valid tokenizer.json ({_unquoted(exc)})") from None
+            return cls(backend=backend, source=str(p))
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor()
         try:
             sp.Load(str(p))
         except Exception as exc:
-            raise TokenizerError(f"{p}: not a valid SentencePiece model ({exc})") from None
+            raise TokenizerError(f"{p}: not a valid SentencePiece model ({_unquoted(exc)})") from None
         return cls(sp=sp, source=str(p))
 
     def save(self, out_dir: str | os.PathLike) -> None:

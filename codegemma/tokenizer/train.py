@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +17,7 @@ from typing import Iterable
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 
+from codegemma.atomic import atomic_write_text
 from codegemma.tokenizer.special import NEWLINE_ID, NUM_RESERVED_IDS, SPECIAL_TOKENS, gemma_reserved_pieces
 
 BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
@@ -98,7 +98,6 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
 def save_tokenizer_files(tok: Tokenizer, out_dir: str | os.PathLike) -> None:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (transformers loads them)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = {t.name: t.text for t in SPECIAL_TOKENS.values()}
     files = {
         "tokenizer.json": tok.to_str(pretty=False),
@@ -118,8 +117,4 @@ def save_tokenizer_files(tok: Tokenizer, out_dir: str | os.PathLike) -> None:
         }, indent=2),
     }
     for name, text in files.items():
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; tokenizer files are meant to be shared
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)

@@ -34,6 +34,8 @@ def register(subparsers) -> None:
                                        "the data: its vocabulary, and a context at least the shards' length")
     a("--init", metavar="DIR", help="start from a Hugging Face model directory (fine-tuning)")
     a("--tokenizer", metavar="DIR", help="tokenizer for --sft and the export (default: data manifest, then --init)")
+    a("--allow-nonfinite", action="store_true", default=None,
+      help="load an --init model whose weights hold NaN or Inf values (refused by default) with a warning")
     a("--steps", type=int, help="optimizer steps (default 1000)")
     a("--max-minutes", type=float, help="stop after this much wall time: checkpoint, validate, export "
                                          "(resume later with --resume); the schedule still spans --steps")

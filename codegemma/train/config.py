@@ -25,6 +25,7 @@ class TrainConfig:
     preset: str | None = None  # random init from a preset (debug, 2b, 7b)
     init: str | None = None  # fine-tune from a Hugging Face model directory (codegemma or transformers)
     tokenizer: str | None = None  # tokenizer for SFT and export; default: data manifest, then --init
+    allow_nonfinite: bool = False  # load an --init model whose weights hold NaN/Inf (refused by default)
     # ---- sizes ---------------------------------------------------------------------------------
     steps: int = 1000  # optimizer steps (the schedule's length)
     max_minutes: float | None = None  # stop (checkpoint, validate, export) once this much wall time has passed

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from codegemma.atomic import atomic_dir, default_file_mode
 
 
 class LoRALinear(nn.Module):
@@ -118,23 +118,15 @@ def adapter_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def save_adapter(state: dict[str, torch.Tensor], out_dir: str | Path, rank: int, alpha: float,
                  targets: tuple[str, ...], dropout: float, base: str | None) -> Path:
-    """Write the adapter (PEFT layout) atomically: temp dir, then rename over out_dir."""
+    """Write the adapter (PEFT layout) atomically (codegemma.atomic.atomic_dir, replacing out_dir)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    save_file(adapter_state_dict(state), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha,
               "lora_dropout": dropout, "target_modules": list(targets), "bias": "none",
               "base_model_name_or_path": base, "fan_in_fan_out": False}
-    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    os.chmod(tmp, 0o755)
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    with atomic_dir(out, replace=True) as tmp:
+        save_file(adapter_state_dict(state), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        os.chmod(tmp / "adapter_model.safetensors", default_file_mode())  # safetensors writes 0600
     return out

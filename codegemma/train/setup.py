@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from codegemma.tokenizer.files import find_tokenizer, locate_tokenizer
 from codegemma.train.config import TrainConfig
 from codegemma.train.parallel import Runtime
 
@@ -34,29 +35,23 @@ def _manifest_tokenizer(data_dir: Path, manifest: dict) -> Path | None:
     candidates = [Path(entry)] if isinstance(entry, str) else []
     candidates += [data_dir / "tokenizer", data_dir]
     for c in candidates:
-        c = c if c.is_absolute() else (data_dir / c if not c.exists() else c)
-        if c.is_file() and c.name in ("tokenizer.json", "tokenizer.model"):
-            c = c.parent
-        if c.is_dir() and ((c / "tokenizer.json").is_file() or (c / "tokenizer.model").is_file()):
-            return c
+        found = find_tokenizer(c if c.is_absolute() or c.exists() else data_dir / c)
+        if found is not None:
+            return found.parent
     return None
 
 
 def _tokenizer_dir(cfg: TrainConfig, manifest: dict | None) -> Path | None:
+    """The directory of the run's tokenizer (its files are copied into final/): --tokenizer, else
+    the data set's, else the --init model's."""
     if cfg.tokenizer:
-        path = Path(cfg.tokenizer)
-        if path.is_file():
-            path = path.parent
-        if not ((path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()):
-            raise FileNotFoundError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json or tokenizer.model there")
-        return path
+        return locate_tokenizer(cfg.tokenizer).parent
     if manifest is not None:
         found = _manifest_tokenizer(Path(cfg.data), manifest)
         if found is not None:
             return found
-    if cfg.init and ((Path(cfg.init) / "tokenizer.json").is_file() or (Path(cfg.init) / "tokenizer.model").is_file()):
-        return Path(cfg.init)
-    return None
+    found = find_tokenizer(cfg.init) if cfg.init else None
+    return found.parent if found is not None else None
 
 
 def build_data(cfg: TrainConfig, max_positions: int) -> Data:
@@ -129,7 +124,7 @@ def build_model(cfg: TrainConfig, rt: Runtime, tokenizer_dir: Path | None = None
     if cfg.init is not None:
         from codegemma.model.checkpoint import load_model
 
-        model, config = load_model(cfg.init, device=home, dtype=torch.float32)
+        model, config = load_model(cfg.init, device=home, dtype=torch.float32, allow_nonfinite=cfg.allow_nonfinite)
     else:
         config = preset_config(cfg.preset, tokenizer_dir, seq_len)
         with torch.device(home):

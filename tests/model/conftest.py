@@ -56,3 +56,27 @@ def batch_tokens():
     def make(vocab_size: int, batch: int = 3, length: int = 19, seed: int = 1) -> torch.Tensor:
         return torch.randint(0, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
     return make
+
+
+@pytest.fixture(scope="session")
+def debug_model_dir(tmp_path_factory):
+    """A `codegemma init --preset debug` directory (config.json, model.safetensors, tokenizer.json)."""
+    import warnings
+
+    from codegemma.model.random_init import init_model_dir
+
+    out = tmp_path_factory.mktemp("debug-model") / "model"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        init_model_dir("debug", out, seed=0)
+    return out
+
+
+@pytest.fixture
+def model_copy(debug_model_dir, tmp_path):
+    """A fresh copy of the debug model directory that a test may break."""
+    import shutil
+
+    out = tmp_path / "model"
+    shutil.copytree(debug_model_dir, out)
+    return out
