@@ -18,6 +18,10 @@ which the CLI prints as one line.
         np.save(tmp, array)                 # (tmp keeps path's suffix, so np.save adds none)
     with atomic_dir(out, replace=True) as tmp:
         (tmp / "config.json").write_text(...)
+
+Commands check their output paths with `check_output_file` / `check_output_dir` before any slow
+work, so a path that cannot be written (a file where a directory is wanted, a folder where a file
+is, a parent that is a file) or would be overwritten without --force is one line, not an hour later.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 __all__ = ["DiskFullError", "atomic_file", "atomic_write_text", "atomic_write_bytes", "atomic_path",
-           "atomic_dir", "default_file_mode"]
+           "atomic_dir", "default_file_mode", "check_output_file", "check_output_dir"]
 
 
 class DiskFullError(OSError):
@@ -50,6 +54,51 @@ class DiskFullError(OSError):
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _named(path: Path, option: str | None) -> str:
+    return f"{option} {path}" if option else str(path)
+
+
+def _check_parents(path: Path, option: str | None) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{_named(path, option)}: {parent} is a file, not a "
+                                         "directory; choose another path")
+            return
+
+
+def check_output_file(path: str | os.PathLike, force: bool = False, option: str | None = None,
+                      example: str = "NAME") -> Path:
+    """Refuse a file output that is a directory, lies under a file, or exists (unless `force`).
+
+    `option` names the flag in the message (e.g. "--gguf"); `force` is the --force that allows
+    replacing an existing file.
+    """
+    path = Path(path)
+    _check_parents(path, option)
+    if path.is_dir():
+        raise IsADirectoryError(f"{_named(path, option)} is a directory; give a file path "
+                                f"inside it, e.g. {path / example}")
+    if path.exists() and not force:
+        raise FileExistsError(f"{_named(path, option)} already exists; pass --force to "
+                              "replace it, or choose another path")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, force: bool = False, option: str | None = None) -> Path:
+    """Refuse a directory output that is a file, lies under a file, or is a non-empty directory
+    (unless `force`, which allows replacing it)."""
+    path = Path(path)
+    _check_parents(path, option)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{_named(path, option)} is a file, not a directory; "
+                                 "choose another path")
+    if path.is_dir() and not force and any(path.iterdir()):
+        raise FileExistsError(f"{_named(path, option)} exists and is not empty; choose a new "
+                              "directory, or pass --force to replace it")
+    return path
 
 
 def _umask() -> int:

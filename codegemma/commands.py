@@ -98,8 +98,10 @@ def _sampling(args) -> dict:
 
 def _load(args):
     from codegemma.api import load
+    from codegemma.device import resolve_device
 
-    return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
+    device = resolve_device(args.device)  # a device this machine lacks: one line, before any loading
+    return load(args.model, device=device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
                 decode=args.decode, allow_nonfinite=args.allow_nonfinite, quantize=args.quantize,
                 group_size=args.group_size)
 
@@ -127,11 +129,17 @@ def _write(text: str) -> None:
 
 
 def _print_stream(deltas) -> str:
+    """Print the model's text as it comes. On a terminal, end with a newline so the shell prompt does
+    not land on the suggestion; into a pipe or file, stdout is exactly the model's text (a script's
+    `$(codegemma complete ...)` or an editor gets the middle byte for byte, trailing newline or not)."""
     text = ""
-    for delta in deltas:
-        _write(delta)
-        text += delta
-    if sys.stdout.isatty():
+    try:
+        for delta in deltas:
+            _write(delta)
+            text += delta
+    finally:  # also when the reader is gone (BrokenPipeError) or on Ctrl-C: free the engine's slot at once
+        getattr(deltas, "close", lambda: None)()
+    if text and not text.endswith("\n") and sys.stdout.isatty():
         _write("\n")
     return text
 
@@ -215,6 +223,12 @@ def _run_complete(args) -> int:
 
 
 def _run_chat(args) -> int:
+    from codegemma.models import is_builtin
+
+    if is_builtin(args.model):
+        raise ValueError(f"--model {args.model}: codegemma-nano is a base code model, not instruction-tuned, so "
+                         "chat would answer with unrelated code; use `codegemma complete` or `generate` with it, "
+                         "or chat with an instruction-tuned model (--model DIR, e.g. codegemma-7b-it)")
     with _load(args) as cg:
         if args.message is not None:
             _print_stream(cg.chat([{"role": "user", "content": args.message}], stream=True, **_sampling(args)))

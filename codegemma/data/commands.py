@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     i = sub.add_parser("inspect", help="decode sequences with special tokens visible")
     i.add_argument("dir", metavar="DIR")
     i.add_argument("--n", type=int, default=3, help="sequences to show (default 3)")
-    i.add_argument("--split", choices=("train", "val"), default="train")
+    i.add_argument("--split", choices=("train", "val"), default="train", help="which split to show")
     i.add_argument("--tokenizer", default=None, metavar="DIR", help="default: DIR/tokenizer (copied by prepare)")
     i.set_defaults(func=_run_inspect)
 
@@ -85,7 +85,8 @@ def register(subparsers) -> None:
                                     "PII-redacted files). The directory loads with codegemma and transformers.")
     t.add_argument("--input", default=None, metavar="PATH", help="as for data prepare (default: stdlib + site-packages)")
     t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size (>= 367)")
-    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (tokenizer.json and its configs)")
     t.add_argument("--limit-mb", type=float, default=100.0, help="train on at most this many MB (default 100)")
     t.set_defaults(func=_run_tokenizer_train)
 
@@ -182,8 +183,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
     from .corpus import corpus_texts
 
+    from codegemma.atomic import check_output_dir
     from codegemma.tokenizer import Tokenizer, save_tokenizer_files, train_bpe_tokenizer
 
+    check_output_dir(args.out, force=True, option="--out")  # a file there: said before training, not after
     texts = corpus_texts(args.input, limit_mb=args.limit_mb)
     if not texts:
         raise ValueError(f"--input {args.input or '(default corpus)'}: no usable source files to train on")

@@ -34,11 +34,11 @@ def register(subparsers) -> None:
                    help="model directory (HF format), or nano (default): the built-in codegemma-nano")
     p.add_argument("--out", required=True, help="output directory (a rerun resumes it)")
     p.add_argument("--n-samples", type=int, default=1, help="samples per task (default 1)")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature, 0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens generated per sample")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     p.add_argument("--limit", type=int, help="only the first N tasks")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--fim-mode", choices=MODES, default="psm",
                    help="FIM prompt order for infilling benchmarks (default psm, as the report evaluates)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
@@ -108,14 +108,20 @@ def cmd_score(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from codegemma.atomic import check_output_dir
+    from codegemma.device import resolve_device
     from codegemma.eval import harness
     from codegemma.eval.generate import generate_samples
     from codegemma.eval.registry import get_benchmark
     from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
-    model_dir = resolve_model(args.model)  # before --out is created: a missing model leaves nothing behind
+    # before --out is created: a missing or broken model, a device this machine lacks or an --out that
+    # is a file leave nothing behind (an existing --out directory is a run to resume)
+    model_dir = resolve_model(args.model)
     load_config(model_dir)
+    resolve_device(args.device)
+    check_output_dir(args.out, force=True, option="--out")
     benchmark = get_benchmark(args.benchmark)
     if benchmark.runnable():
         raise ValueError(f"cannot run {benchmark.name}: {benchmark.runnable()}")

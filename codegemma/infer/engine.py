@@ -23,6 +23,7 @@ from dataclasses import asdict
 
 import torch
 
+from codegemma.device import resolve_device
 from codegemma.fim.format import stop_token_ids
 from codegemma.infer.active import ActiveRequest
 from codegemma.infer.fuse import fuse_projections, use_decode_attention
@@ -77,7 +78,7 @@ class Engine:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         param = next(model.parameters())
-        self.device = torch.device(device) if device is not None else param.device
+        self.device = resolve_device(device) if device is not None else param.device
         if param.device != self.device:
             model = model.to(self.device)
         self.model = model.eval()

@@ -127,11 +127,12 @@ def load_model(path: str | os.PathLike, device: "str | torch.device | None" = No
     """
     import torch
 
+    from codegemma.device import resolve_device
     from codegemma.model.transformer import Gemma
 
     directory = Path(path)
     config = load_config(directory)
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     dtype = resolve_dtype(dtype, device, config)
     source = locate_weights(directory, allow_pickle)
 

@@ -128,7 +128,7 @@ def _why_not_spm_shaped(tj: dict) -> str | None:
 def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16",
                 allow_pickle: bool = False, chat: bool = False, fim_mode: str = "psm",
                 allow_nonfinite: bool = False) -> tuple[Path, Path]:
-    """Write OUT.gguf and a Modelfile next to it; returns both paths. Written atomically."""
+    """Write OUT.gguf and OUT.Modelfile next to it; returns both paths. Written atomically."""
     try:
         import gguf
     except ImportError:
@@ -212,7 +212,8 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
         for name, t in state.items():  # converted and written one tensor at a time
             writer.write_tensor_data(as_array(name, t, types[name]))
         writer.close()
-    modelfile = write_modelfile(out, chat=chat, mode=fim_mode)
+        # written before the GGUF is renamed into place: a failure leaves neither
+        modelfile = write_modelfile(out, chat=chat, mode=fim_mode)
     return out, modelfile
 
 
@@ -244,11 +245,19 @@ def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> No
             writer.add_chat_template(template)
 
 
+def modelfile_path(gguf_path: str | os.PathLike) -> Path:
+    """The Modelfile of a GGUF: its name with .Modelfile for .gguf (cg-2b.f16.gguf -> cg-2b.f16.Modelfile),
+    so exports of several models or types into one folder each keep their own."""
+    gguf_path = Path(gguf_path)
+    stem = gguf_path.name[:-5] if gguf_path.name.lower().endswith(".gguf") else gguf_path.name
+    return gguf_path.with_name(f"{stem}.Modelfile")
+
+
 def write_modelfile(gguf_path: Path, chat: bool = False, mode: str = "psm") -> Path:
     """An Ollama Modelfile next to the GGUF: the FIM template of `mode` (codegemma.fim.templates),
     the CodeGemma stop texts."""
     from codegemma.fim.templates import modelfile
 
-    path = gguf_path.with_name("Modelfile")
+    path = modelfile_path(gguf_path)
     atomic_write_text(path, modelfile(f"./{gguf_path.name}", mode, chat))
     return path

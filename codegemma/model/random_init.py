@@ -86,13 +86,6 @@ SAMPLE_TEXTS = (
 LARGE_PARAMETERS = 100_000_000  # warn above this: fp32 init needs 4 bytes per parameter of RAM
 
 
-def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ValueError(f"{out} exists and is not empty; choose a new directory or pass --force to replace it")
-    return out
-
-
 def size_warning(preset: str, config) -> str | None:
     """A warning for presets that allocate billions of parameters, else None."""
     n = config.num_parameters()
@@ -107,6 +100,7 @@ def init_model_dir(preset: str, out_dir: str | os.PathLike, seed: int = 0, force
     """Write a random `preset` model with a small tokenizer to out_dir; return the path."""
     import torch
 
+    from codegemma.atomic import check_output_dir
     from codegemma.model.checkpoint import resolve_dtype, save_model
     from codegemma.model.config import get_preset
     from codegemma.model.transformer import Gemma

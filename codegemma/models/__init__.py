@@ -15,6 +15,16 @@ BUILTIN_DIR = Path(__file__).resolve().parent / BUILTIN_NAME
 WEIGHTS_FILE = "model.safetensors"
 
 
+def is_builtin(model: str | os.PathLike | None) -> bool:
+    """Whether a --model argument names the built-in model (by name or by its directory)."""
+    if model is None or (isinstance(model, str) and model == BUILTIN_NAME):
+        return True
+    try:
+        return Path(model).resolve() == BUILTIN_DIR
+    except OSError:
+        return False
+
+
 def resolve_model(model: str | os.PathLike | None) -> str | os.PathLike:
     """None or "nano" -> the built-in model's directory; anything else -> returned as given (a path).
 

@@ -172,10 +172,9 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
     # warmup: compile/capture every graph shape (decode, verification, short prefill chunks) before
     # the first request, with a progress bar (a no-op on CPU): no keystroke waits for a compile.
     if decode is None:  # a server lives long: compiling once for the fastest decode step pays off
-        import torch
+        from codegemma.device import resolve_device
 
-        on_gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        decode = "compile" if on_gpu else "eager"
+        decode = "compile" if resolve_device(device).type == "cuda" else "eager"
     cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
               max_queue=max_queue, warmup=True, progress=True, decode=decode, speculate=speculate,
               cache_reuse=cache_reuse, allow_nonfinite=allow_nonfinite, quantize=quantize, group_size=group_size)

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
                    help="model directory (Hugging Face format, or one made by `codegemma init`), or nano "
                         "(default): codegemma-nano, the small model built into the package")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 only with --api-key)")
+                   help="address to bind (default 127.0.0.1: this machine only); any other address, e.g. "
+                        "0.0.0.0, needs --api-key (or --unsafe-no-api-key)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY') on every route but "
@@ -40,6 +41,9 @@ def register(subparsers) -> None:
                    help="seed of llama.cpp-route requests that set none (default: random, as llama-server's)")
     p.add_argument("--no-slots", dest="slots", action="store_false",
                    help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
+    p.add_argument("--unsafe-no-api-key", action="store_true",
+                   help="serve a non-loopback --host without a key: anyone who reaches the port can use the "
+                        "model (only on a trusted network, or inside a container published to loopback)")
     p.add_argument("--max-slots", type=int, default=4, help="requests decoded at once (KV-cache slots)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests allowed to wait for a slot; beyond that the server answers 429")
@@ -78,13 +82,15 @@ def register(subparsers) -> None:
                    help="reuse cached runs of at least N tokens that moved (an editor dropped a context chunk), "
                         "re-rotating their keys, as llama.cpp's --cache-reuse; approximate past layer 0 "
                         "(docs/inference.md); 0 = off (default)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="server log verbosity")
     add_allow_nonfinite(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
     from codegemma.cli import UserError
+    from codegemma.device import resolve_device
     from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
 
@@ -96,6 +102,7 @@ def _serve(args) -> int:
         raise UserError(f"--temp {args.temp} must be a number >= 0")
     if args.seed is not None and not -1 <= args.seed <= UINT32_MAX:
         raise UserError(f"--seed {args.seed} must be -1 (random) or 0..{UINT32_MAX}, as llama.cpp's")
+    resolve_device(args.device)  # a device this machine lacks: one line before the port is checked
     if args.max_slots < 1 or args.max_queue < 0:
         raise UserError("--max-slots must be >= 1 and --max-queue >= 0")
     if not (args.max_body_mb > 0 and args.client_timeout > 0) or args.max_connections < 1 \
@@ -108,6 +115,10 @@ def _serve(args) -> int:
         raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
+    if not api_key and not _is_loopback(args.host) and not args.unsafe_no_api_key:
+        # On a shared machine or network an open port is everyone's model and compute.
+        raise UserError(f"--host {args.host} is reachable from other machines; give --api-key KEY (or set "
+                        "CODEGEMMA_API_KEY), or pass --unsafe-no-api-key on a trusted network")
     _check_port_free(args.host, args.port)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,12 +130,24 @@ def _serve(args) -> int:
                            cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
                            n_predict=args.n_predict, temperature=args.temp, seed=args.seed,
                            quantize=args.quantize, group_size=args.group_size)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    if not api_key and not _is_loopback(args.host):
         logging.getLogger("codegemma.serve").warning(
-            "binding to %s without --api-key: anyone who can reach this port can use the model", args.host)
+            "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "
+            "the model", args.host)
     run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
                slots=args.slots, limits=limits)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _check_port_free(host: str, port: int) -> None:

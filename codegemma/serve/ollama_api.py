@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from codegemma.fim.templates import modelfile, ollama_template, parameters_text
+from codegemma.model.licence import model_licence
 from codegemma.serve.backend import Backend
 from codegemma.serve.errors import OLLAMA, APIError
 from codegemma.serve.limits import Int64Seed
@@ -92,6 +93,7 @@ def _ns(ms: float) -> int:
 
 def build_router(backend: Backend) -> APIRouter:
     router = APIRouter()
+    licence = model_licence(backend.model_dir)  # read once: /api/show reports the served model's own
 
     def require_model(req: _Base) -> str:
         if not req.model:
@@ -211,7 +213,7 @@ def build_router(backend: Backend) -> APIRouter:
                          "gemma.block_count": getattr(cfg, "num_hidden_layers", 0),
                          "gemma.attention.head_count": getattr(cfg, "num_attention_heads", 0),
                          "gemma.attention.head_count_kv": getattr(cfg, "num_key_value_heads", 0)})
-        return {"license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        return {"license": licence,
                 # the model's name, never its directory: clients have no business with server paths
                 "modelfile": modelfile(backend.model_name, backend.fim_mode,
                                        parameters=DEFAULT_OPTIONS),

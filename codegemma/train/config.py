@@ -57,7 +57,7 @@ class TrainConfig:
     # ---- bookkeeping ---------------------------------------------------------------------------
     log_every: int = 1
     val_every: int = 200  # steps between validation losses; 0 = never
-    val_batches: int = 8  # micro-batches per validation (per process)
+    val_batches: int = 8  # micro-batches per validation (per process), fewer when that covers the val rows
     ckpt_every: int = 500  # steps between checkpoints, and one at the end; 0 = none at all (benchmarks)
     keep_checkpoints: int = 2  # older ones are deleted after a newer one is complete
     resume: bool = False  # continue from the newest checkpoint in out/checkpoints
@@ -91,7 +91,8 @@ class TrainConfig:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            hint = " (did you mean cuda?)" if self.device.lower() in ("gpu", "nvidia") else ""
+            raise ValueError(f"--device {self.device!r} is not one of auto, cpu, cuda{hint}")
         ac = self.activation_checkpointing
         if ac not in ("none", "full") and not (ac.startswith("every-") and ac[6:].isdigit() and int(ac[6:]) > 0):
             raise ValueError(f"activation_checkpointing must be none, full or every-N, got {ac!r}")

@@ -7,7 +7,9 @@ optimiser -> resume. Each optimizer step takes `accum` micro-batches from every 
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch
 from codegemma.train import checkpoint as ckpt
 from codegemma.train.config import TrainConfig
 from codegemma.train.data import IGNORE, RowStream, make_batch
-from codegemma.train.metrics import MetricsLog, attended_squares, peak_tflops, plot_losses, step_flops
+from codegemma.train.metrics import MetricsLog, Progress, attended_squares, peak_tflops, plot_losses, step_flops
 from codegemma.train.parallel import (Runtime, all_reduce_sum, apply_activation_checkpointing, apply_compile,
                                       apply_fsdp, barrier, close_runtime, init_runtime)
 from codegemma.train.setup import build_data, build_model, build_optimizer, lr_at, model_config
@@ -25,15 +27,43 @@ from codegemma.train.step import (CausalLMLoss, attention_mask, autocast, forwar
 
 
 def train(cfg: TrainConfig) -> dict:
+    """Run or resume a training run. Ctrl-C during the steps ends the current step, writes a
+    checkpoint and raises KeyboardInterrupt (the command then says how to resume)."""
     rt = init_runtime(cfg.device)
     try:
-        result = _train(cfg, rt)
+        with StopOnInterrupt() as interrupt:
+            result = _train(cfg, rt, interrupt)
         # Every rank leaves together: a rank that tears down gloo while another still writes the export
         # aborts the whole group ("terminate called without an active exception").
         barrier(rt)
         return result
     finally:
         close_runtime(rt)
+
+
+class StopOnInterrupt:
+    """SIGINT while `armed` (during the steps) asks the loop to stop after the current step with a
+    checkpoint; a second Ctrl-C, or one during set-up, stops at once as usual."""
+
+    def __init__(self):
+        self.requested = self.armed = False
+        self._previous = None
+
+    def __enter__(self) -> "StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if not self.armed or self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ntrain: Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
 
 
 def _geometry(cfg: TrainConfig, seq_len: int, rt: Runtime) -> tuple[int, int]:
@@ -61,8 +91,10 @@ def _validate(module, data, cfg: TrainConfig, rt: Runtime, compute_dtype, masks:
     module.eval()
     total = torch.zeros(2, dtype=torch.float64, device=rt.device)
     n = len(data)
+    # no more batches than it takes to see every row once: a small val split is not re-read 8 times
+    batches = min(cfg.val_batches, -(-n // (cfg.micro_batch * rt.world)))
     with torch.no_grad():
-        for b in range(cfg.val_batches):
+        for b in range(batches):
             start = (b * rt.world + rt.rank) * cfg.micro_batch
             rows = [data[(start + j) % n] for j in range(cfg.micro_batch)]
             batch = to_device(make_batch(rows, cfg.doc_mask), rt.device)
@@ -99,22 +131,22 @@ def _export(cfg: TrainConfig, module, config, tokenizer_dir, out: Path, rt: Runt
                       tokenizer_dir=str(tokenizer_dir) if tokenizer_dir else None)
 
 
-def _out_of_time(deadline: float | None, rt: Runtime) -> bool:
-    """Whether the --max-minutes budget is spent; every process takes the first one's answer."""
-    if deadline is None:
-        return False
-    over = torch.tensor(float(time.monotonic() >= deadline), device=rt.device)
-    if rt.distributed:
-        over = all_reduce_sum(over, rt)
-    return bool(over.item() > 0)
+def _should_stop(deadline: float | None, interrupt: StopOnInterrupt, rt: Runtime) -> bool:
+    """Whether the --max-minutes budget is spent or Ctrl-C was pressed; all processes stop together."""
+    over = deadline is not None and time.monotonic() >= deadline
+    if rt.distributed:  # one process's Ctrl-C or clock stops them all at the same step
+        flags = all_reduce_sum(torch.tensor([float(interrupt.requested), float(over)], device=rt.device), rt)
+        interrupted, over = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+        interrupt.requested = interrupt.requested or interrupted
+    return interrupt.requested or over
 
 
-def _train(cfg: TrainConfig, rt: Runtime) -> dict:
+def _train(cfg: TrainConfig, rt: Runtime, interrupt: StopOnInterrupt) -> dict:
     out = _check_out(cfg, rt)
     torch.manual_seed(cfg.seed)
     data = build_data(cfg, model_config(cfg).max_position_embeddings)  # data errors before a slow load
     accum, batch_tokens = _geometry(cfg, data.seq_len, rt)
-    model, config = build_model(cfg, rt, data.tokenizer_dir)
+    model, config = build_model(cfg, rt, data.tokenizer_dir, data.seq_len)
     compute_dtype = resolve_precision(cfg.precision, rt.device)
     masks = mask_kind(cfg.doc_mask, rt.device, cfg.compile)
 
@@ -141,18 +173,25 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         step = int(trainer["step"])
         stream.load_state_dict(trainer["data"])
         log.truncate_after(step)
+        if rt.is_main:
+            more = "" if step < cfg.steps else "; nothing left to train (pass a larger --steps to go on)"
+            print(f"train: resuming {out} from {found.name}: step {step} of {cfg.steps} done "
+                  f"({step * batch_tokens:,} tokens, {stream.epoch:.2f} epochs){more}", file=sys.stderr, flush=True)
     else:
+        if cfg.resume and rt.is_main:
+            print(f"train: --resume: no checkpoint in {out / 'checkpoints'} yet; starting at step 0",
+                  file=sys.stderr, flush=True)
         log.truncate_after(-1)  # a fresh start: no lines of an earlier attempt that never checkpointed
 
     peak = cfg.peak_tflops or (peak_tflops(torch.cuda.get_device_name(rt.device)) if rt.device.type == "cuda" else None)
-    bar = None
-    if rt.is_main and cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    progress = Progress(cfg.steps, step, bar=cfg.progress) if rt.is_main else None
     if rt.is_main and cfg.export and data.tokenizer_dir is None:
         print("train: no tokenizer found (no --tokenizer, none in the data directory or --init); "
               "final/ will hold weights only", file=sys.stderr)
+    preset_context = model_config(cfg).max_position_embeddings if cfg.preset else config.max_position_embeddings
+    if rt.is_main and step == 0 and config.max_position_embeddings > preset_context:  # see preset_config
+        print(f"train: the {cfg.preset} preset's context ({preset_context} positions) is raised to the "
+              f"data's {data.seq_len}-token rows", file=sys.stderr)
     if rt.is_main and step == 0:
         log.write({"kind": "run", "step": 0, "params": config.num_parameters(),
                    "trainable": sum(p.numel() for p in params),
@@ -163,6 +202,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     last_val = None
     t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
+    interrupt.armed = True
     while step < cfg.steps:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -182,7 +222,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         loss_sum = forward_backward(module, batches, scale, rt.device, compute_dtype, masks, rt.distributed)
         grad_norm = optimizer_step(params, optimizer, cfg.grad_clip)
         step += 1
-        last = step == cfg.steps or _out_of_time(deadline, rt)
+        last = step == cfg.steps or _should_stop(deadline, interrupt, rt)
         tokens_since += batch_tokens
         # every process sees its own rows; they are alike in expectation, so scale by `world`
         attended = sum(attended_squares(b["segments"], masks != "off") for b in batches) * rt.world
@@ -197,12 +237,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             if peak:
                 record["mfu"] = flops_since / elapsed / (peak * 1e12 * rt.world)
             log.write(record)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
+            if progress is not None:
+                progress.logged(loss_value, lr, tps)
             t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0
-        if bar is not None:
-            bar.update(1)
-        if data.val is not None and cfg.val_every and (step % cfg.val_every == 0 or last):
+        if progress is not None:
+            progress.step(step, last)
+        if data.val is not None and cfg.val_every and (step % cfg.val_every == 0 or (last and not interrupt.requested)):
             last_val = _validate(module, data.val, cfg, rt, compute_dtype, masks)
             log.write({"kind": "val", "step": step, "loss": last_val})
         if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or last):
@@ -211,8 +251,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         if last:
             break
 
-    if bar is not None:
-        bar.close()
+    interrupt.armed = False
+    if progress is not None:
+        progress.close()
+    if interrupt.requested:
+        log.close()
+        raise KeyboardInterrupt  # after the step's checkpoint; `codegemma train` says how to resume
     final = _export(cfg, module, config, data.tokenizer_dir, out, rt) if cfg.export else None
     plot = plot_losses(out / "metrics.jsonl", out / "loss.png") if rt.is_main else None
     log.close()

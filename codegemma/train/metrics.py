@@ -15,8 +15,11 @@ full forward and backward through the activations: 6N stays an honest upper boun
 from __future__ import annotations
 
 import json
-import os
+import sys
+import time
 from pathlib import Path
+
+from codegemma.atomic import atomic_path, atomic_write_text
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by a substring of the device name.
 PEAK_BF16_TFLOPS = (
@@ -88,9 +91,7 @@ class MetricsLog:
             return
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -135,8 +136,55 @@ def plot_losses(log_path: Path, png_path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, png_path)
     return png_path
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """The run's progress on stderr: a tqdm bar on a terminal; otherwise (a log file, CI, or
+    --no-progress) one plain line at the first step, about every `every_s` seconds and at the end,
+    so a long run shows it is alive without filling a log with carriage returns."""
+
+    def __init__(self, total: int, initial: int, bar: bool, every_s: float = 10.0, stream=None):
+        self.total, self.initial, self.every_s = total, initial, every_s
+        self.stream = stream or sys.stderr
+        self.start = self.last_line = time.monotonic()
+        self.loss: float | None = None
+        self.tokens_per_s = 0.0
+        self.bar = None
+        if bar and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
+                            file=self.stream)
+
+    def logged(self, loss: float, lr: float, tokens_per_s: float) -> None:
+        """The numbers of a metrics line (every --log-every steps)."""
+        self.loss, self.tokens_per_s = loss, tokens_per_s
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
+
+    def step(self, step: int, last: bool) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        if not (last or step == self.initial + 1 or now - self.last_line >= self.every_s):
+            return
+        self.last_line = now
+        done = step - self.initial
+        left = (now - self.start) / done * (self.total - step) if done else 0.0
+        loss = f", loss {self.loss:.4f}" if self.loss is not None else ""
+        print(f"train: step {step}/{self.total}{loss}, {self.tokens_per_s:,.0f} tokens/s, "
+              f"{_clock(now - self.start)} elapsed, {_clock(left)} left", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -31,10 +31,9 @@ class Runtime:
 
 def init_runtime(device: str = "auto") -> Runtime:
     """Single process, or the torchrun group (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train: --device cuda but no CUDA device is visible; use --device cpu")
+    from codegemma.device import resolve_device
+
+    device = resolve_device(device).type
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

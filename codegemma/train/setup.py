@@ -75,8 +75,13 @@ def build_data(cfg: TrainConfig, max_positions: int) -> Data:
         seq_len = cfg.seq_len or min(2048, max_positions)
         train = ChatRows(cfg.sft, tokenizer, seq_len)
         val = ChatRows(cfg.sft_val, tokenizer, seq_len) if cfg.sft_val else None
-    if seq_len > max_positions:
-        raise ValueError(f"sequence length {seq_len} exceeds the model's max_position_embeddings {max_positions}")
+    if seq_len > max_positions and cfg.init is not None:
+        # A preset is sized to the data (preset_config); a trained model's context is what it learnt.
+        fix = (f"prepare the data again with `codegemma data prepare ... --seq-len {max_positions}`"
+               if cfg.data is not None else f"pass --seq-len {max_positions} or less")
+        where = f"the rows in {cfg.data} are" if cfg.data is not None else "--seq-len is"
+        raise ValueError(f"{where} {seq_len} tokens, longer than the {max_positions} positions of --init "
+                         f"{cfg.init} (max_position_embeddings); {fix}")
     return Data(train, val, seq_len, tok)
 
 
@@ -92,12 +97,17 @@ def model_config(cfg: TrainConfig):
     return get_preset(cfg.preset)
 
 
-def preset_config(name: str, tokenizer_dir: Path | None):
-    """A preset's shape with the vocabulary of the tokenizer the data was made with: a model trained
-    from scratch is sized to its tokenizer (the debug preset's 512 fits only `codegemma init`'s)."""
+def preset_config(name: str, tokenizer_dir: Path | None, seq_len: int | None = None):
+    """A preset's shape sized to its data: the vocabulary of the tokenizer the data was made with
+    (the debug preset's 512 fits only `codegemma init`'s), and a context of at least the rows'
+    length. RoPE has no position weights, so the context costs no parameters; training on the rows
+    as prepared keeps every FIM example whole, where cutting 8192-token rows to fit would split
+    some between prefix and middle."""
     from codegemma.model.config import get_preset
 
     config = get_preset(name)
+    if seq_len is not None and seq_len > config.max_position_embeddings:
+        config = config.replace(max_position_embeddings=seq_len)
     if tokenizer_dir is not None:
         from codegemma.tokenizer import Tokenizer
 
@@ -105,7 +115,7 @@ def preset_config(name: str, tokenizer_dir: Path | None):
     return config
 
 
-def build_model(cfg: TrainConfig, rt: Runtime, tokenizer_dir: Path | None = None):
+def build_model(cfg: TrainConfig, rt: Runtime, tokenizer_dir: Path | None = None, seq_len: int | None = None):
     """(Gemma with fp32 master weights, its GemmaConfig), on this process's device unless sharded later."""
     from codegemma.model.transformer import Gemma
 
@@ -116,7 +126,7 @@ def build_model(cfg: TrainConfig, rt: Runtime, tokenizer_dir: Path | None = None
 
         model, config = load_model(cfg.init, device=home, dtype=torch.float32, allow_nonfinite=cfg.allow_nonfinite)
     else:
-        config = preset_config(cfg.preset, tokenizer_dir)
+        config = preset_config(cfg.preset, tokenizer_dir, seq_len)
         with torch.device(home):
             model = Gemma(config)
         model.init_weights(cfg.seed)

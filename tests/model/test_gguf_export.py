@@ -91,7 +91,7 @@ def test_modelfile_is_fims_for_the_chosen_mode(model_dir, tmp_path):
         code = main(["export", "--model", str(model_dir), "--gguf", str(out / "cg.gguf"), "--dtype", "f16",
                      "--fim-mode", mode])
         assert code == 0
-        assert (out / "Modelfile").read_text() == modelfile("./cg.gguf", mode)
+        assert (out / "cg.Modelfile").read_text() == modelfile("./cg.gguf", mode)
         assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

@@ -83,6 +83,8 @@ def test_show_reports_a_fim_template_and_insert_capability(oll, client):
     r = client.post("/api/show", json={"name": "codegemma:2b"})
     assert r.status_code == 200 and r.json()["template"] == ollama_template("psm")
     assert 'stop "<|file_separator|>"' in r.json()["parameters"].splitlines()
+    # the licence of the served model, as its directory states it: `codegemma init` states none
+    assert r.json()["license"].startswith("unknown")
 
 
 def test_an_spm_server_reports_and_runs_the_spm_template(spm_client):
