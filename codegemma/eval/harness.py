@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import queue
-import tempfile
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
 from tqdm import tqdm
 
-from codegemma.eval import languages, metrics
+from codegemma.atomic import atomic_file
+from codegemma.eval import languages, metrics, toolchains
 from codegemma.eval.registry import Benchmark, Problem
 from codegemma.eval.sandbox import Sandbox, SandboxLimits, probe_bwrap
 
@@ -39,28 +40,20 @@ def read_samples(path: str | os.PathLike) -> list[dict]:
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Write atomically: a temp file beside the target, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
 
 
 class SandboxPool:
     """`workers` sandboxes shared by worker threads (each sample takes one, then returns it)."""
 
     def __init__(self, workers: int, limits: SandboxLimits, unsafe: bool = False,
-                 mount_proc: bool = False):
+                 mount_proc: bool = False, binds: dict[str, str] | None = None):
         bwrap = None if unsafe else probe_bwrap()  # refuse early, with one clear message
         self._free: queue.Queue[Sandbox] = queue.Queue()
         self.sandboxes = [Sandbox(limits, slot=i, unsafe=unsafe, bwrap=bwrap,
-                                  mount_proc=mount_proc)
+                                  mount_proc=mount_proc, binds=binds)
                           for i in range(workers)]
         for sandbox in self.sandboxes:
             self._free.put(sandbox)
@@ -85,11 +78,15 @@ class SandboxPool:
 
 
 def run_program(sandbox: Sandbox, language: str, code: str, test: str,
-                entry_point: str | None, timeout_s: float):
+                entry_point: str | None, timeout_s: float, support: str = ""):
+    """`support`: where the language's prepared support folder is, as the sample sees it."""
     if language == "python":
         return sandbox.run(code, test, entry_point, timeout_s=timeout_s)
-    files, steps, limits = languages.RUNNERS[language].build(code, test, timeout_s)
-    return sandbox.run_steps(files, steps, limits)
+    files, steps, limits = languages.RUNNERS[language].build(code, test, timeout_s, support)
+    # CPU time per process covers the longest step (a compiler); each step's own wall-clock
+    # limit is what bounds it.
+    cpu_s = int(max(float(s["timeout"]) for s in steps)) + 1
+    return sandbox.run_steps(files, steps, {"cpu_s": cpu_s, **limits})
 
 
 def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
@@ -106,6 +103,9 @@ def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
                              f"task (ids look like {problems[0].task_id!r})")
     workers = max(1, min(workers or os.cpu_count() or 1, len(samples) or 1))
     limits = SandboxLimits(timeout_s=timeout_s)
+    runner = languages.RUNNERS[benchmark.language]
+    binds, support = toolchains.mounted(benchmark.language, unsafe, lambda m: print(
+        m, file=sys.stderr)) if samples else ({}, "")
 
     def run_one(sample: dict) -> dict:
         problem = by_id[sample["task_id"]]
@@ -116,11 +116,12 @@ def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
             outcome = {"passed": False, "result": "failed: empty completion"}
         else:
             res = pool.run(lambda sb: run_program(sb, problem.language, code, test, entry,
-                                                  timeout_s))
+                                                  timeout_s, support))
             outcome = {"passed": res.passed, "result": res.result}
         return {**sample, **outcome}
 
-    with SandboxPool(workers, limits, unsafe, mount_proc=benchmark.language == "java") as pool, ThreadPoolExecutor(workers) as ex:
+    with SandboxPool(workers, limits, unsafe, mount_proc=runner.needs_proc, binds=binds) as pool, \
+            ThreadPoolExecutor(workers) as ex:
         results = list(tqdm(ex.map(run_one, samples), total=len(samples), disable=not progress,
                             desc=f"scoring {benchmark.name}", unit="sample"))
     return results

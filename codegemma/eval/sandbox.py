@@ -40,6 +40,7 @@ SANDBOX_TMP = "/tmp"                     # private tmpfs inside the sandbox
 SAMPLE_DIR = "/tmp/sample"               # the sample's working directory (wiped per sample)
 UID_BASE = 3_900_000_000                 # unused uids for samples when we are root
 UNSAFE_FLAG = "--unsafe-no-sandbox"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # PATH inside: toolchains are looked up there
 
 
 class SandboxUnavailableError(ValueError):
@@ -154,18 +155,20 @@ def interpreter_in_sandbox() -> tuple[str, str]:
 
 
 def bwrap_command(bwrap: str, limits: SandboxLimits, as_root: bool,
-                  mount_proc: bool = False) -> list[str]:
+                  mount_proc: bool = False, binds: dict[str, str] | None = None) -> list[str]:
     """`mount_proc`: a /proc of the sandbox's own PID namespace, which the JVM needs; Python
-    samples get none (no /proc/self/mem route to the nonce)."""
+    samples get none (no /proc/self/mem route to the nonce). `binds`: {path inside: host path}
+    mounted read-only (prepared toolchain support, e.g. prebuilt Rust crates)."""
     prefix, _ = interpreter_in_sandbox()
     proc = ["--proc", "/proc"] if mount_proc else ["--tmpfs", "/proc"]
     cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1",
            "--ro-bind", "/", "/", "--dev", "/dev", *proc, "--tmpfs", "/run",
            "--ro-bind", prefix, PYTHON_MOUNT,
+           *[arg for inside, host in (binds or {}).items() for arg in ("--ro-bind", host, inside)],
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", SANDBOX_TMP,
            "--tmpfs", "/var/tmp", "--chdir", SANDBOX_TMP, "--hostname", "sandbox",
-           "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+           "--clearenv", "--setenv", "PATH", SANDBOX_PATH,
            "--setenv", "HOME", SANDBOX_TMP, "--setenv", "TMPDIR", SANDBOX_TMP,
            "--setenv", "LANG", "C.UTF-8", "--cap-drop", "ALL"]
     if as_root:
@@ -200,9 +203,11 @@ class Sandbox:
     worker its own. `slot` picks the uid (when root) so concurrent sandboxes never share one."""
 
     def __init__(self, limits: SandboxLimits = SandboxLimits(), slot: int = 0,
-                 unsafe: bool = False, bwrap: str | None = None, mount_proc: bool = False):
+                 unsafe: bool = False, bwrap: str | None = None, mount_proc: bool = False,
+                 binds: dict[str, str] | None = None):
         self.limits = limits
         self.mount_proc = mount_proc
+        self.binds = dict(binds or {})
         self.unsafe = unsafe
         self.as_root = os.geteuid() == 0
         self.uid = UID_BASE + (os.getpid() % 10_000) * 64 + slot % 64 if self.as_root else -1
@@ -228,7 +233,8 @@ class Sandbox:
             cmd = [python, "-I", "-c", source, workdir, kill_all, str(resp_w), str(self.uid)]
         else:
             _, python = interpreter_in_sandbox()
-            cmd = bwrap_command(self.bwrap, self.limits, self.as_root, self.mount_proc) + [
+            cmd = bwrap_command(self.bwrap, self.limits, self.as_root, self.mount_proc,
+                                self.binds) + [
                 python, "-I", "-c", source, SAMPLE_DIR, "1", str(resp_w), str(self.uid)]
         self._resp_r = resp_r
         try:
