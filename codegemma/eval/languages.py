@@ -207,16 +207,21 @@ def _go(code: str, test: str, timeout: float, support: str):
 def _rust(code: str, test: str, timeout: float, support: str):
     # HumanEval-X's tests are `#[test]` functions in a `#[cfg(test)]` module. They are compiled
     # as plain functions and called in order from that module (they are private to it), so the
-    # program's own main can print the marker after the last one returned.
-    module = re.search(r"\bmod\s+(\w+)\s*\{", test)
-    names = re.findall(r"#\[test\]\s*(?:#\[[^\]]*\]\s*)*fn\s+(\w+)", test)
-    body = re.sub(r"#\[(?:cfg\(test\)|test)\]", "", test)
+    # program's own main can print the marker after the last one returned. A test module that
+    # upstream commented out (Rust/32) runs nothing: the program passes if it compiles, as it
+    # does under `cargo test`.
+    body = re.sub(r"/\*.*?\*/", "", test, flags=re.S)
+    module = re.search(r"\bmod\s+(\w+)\s*\{", body)
+    names = re.findall(r"#\[test\]\s*(?:#\[[^\]]*\]\s*)*fn\s+(\w+)", body)
+    body = re.sub(r"#\[(?:cfg\(test\)|test)\]", "", body)
     end = body.rstrip().rfind("}")
+    run_tests = ""
     if module and end > module.end():
         calls = "".join(f"        {name}();\n" for name in names)
         body = (body[:end] + f"\n    pub fn codegemma_run_tests() {{\n{calls}    }}\n"
                 + body[end:])
-    epilogue = (f"\nfn main() {{\n    {module.group(1) if module else 'tests'}::codegemma_run_tests();\n"
+        run_tests = f"    {module.group(1)}::codegemma_run_tests();\n"
+    epilogue = (f"\nfn main() {{\n{run_tests}"
                 "    let mut n = String::new();\n    std::io::stdin().read_line(&mut n).unwrap();\n"
                 "    println!(\"\\nPASS {}\", n.trim_end());\n}\n")
     externs = [arg for crate in RUST_CRATES
