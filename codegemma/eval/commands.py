@@ -239,15 +239,14 @@ def cmd_run(args) -> int:
     records = {b.name: provenance.run_record(
         b.name, model_dir, args.fim_mode if b.mode == "infill" else None, args.max_new_tokens,
         args.temperature, args.seed, args.dtype) for b in benchmarks}
-    for b in benchmarks:  # refuse before loading the model or writing anything
-        if args.overwrite:
-            _overwrite(dirs[b.name])
-        else:
+    if not args.overwrite:  # refuse before loading the model or writing anything
+        for b in benchmarks:
             provenance.check_resume(dirs[b.name] / "samples.jsonl", records[b.name])
-    problems = {}
-    for b in benchmarks:
-        problems[b.name] = b.problems(args.data_dir)[: args.limit if args.limit is not None
-                                                      else None]
+    limit = None if args.limit is None else max(0, args.limit)
+    problems = {b.name: b.problems(args.data_dir)[:limit] for b in benchmarks}
+    if args.overwrite:
+        for b in benchmarks:
+            _overwrite(dirs[b.name])
     import codegemma
     model = codegemma.load(model_dir, device=args.device, dtype=args.dtype)
     try:

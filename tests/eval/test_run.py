@@ -31,12 +31,34 @@ def test_prompts_and_stop_rules(data_dir):
     assert postprocess(he, "    return 1\n\ndef other():\n    pass") == "    return 1\n"
     assert postprocess(he, "    x = 1\n# trailing\n") == "    x = 1"
     assert postprocess(single, "    y = 2\n    z = 3\n") == "    y = 2\n"
-    assert postprocess(single, "    y = 2<|file_separator|>junk") == "    y = 2"
+    # the engine stopped at the first newline and dropped it: the line is terminated again
+    assert postprocess(single, "    y = 2") == "    y = 2\n"
+    assert postprocess(single, "    y = 2<|file_separator|>junk") == "    y = 2\n"
     mbpp = get_benchmark("mbpp")
     m = mbpp.problems(data_dir)[0]
     assert m.prompt.startswith('"""\n') and "assert " in m.prompt
     assert postprocess(mbpp, "def f():\n    return 1\n\ndef g():\n    return f()\nassert f() == 1") \
         == "def f():\n    return 1\n\ndef g():\n    return f()"
+
+
+def test_single_line_infilling_stops_at_the_first_newline(data_dir, tmp_path):
+    single, multi = get_benchmark("humaneval-infill-single"), get_benchmark("humaneval-infill-multi")
+    for bench, stops_at_newline in ((single, True), (multi, False)):
+        model = EchoModel("    x = 1")
+        generate_samples(model, bench, bench.problems(data_dir)[:2], tmp_path / f"{bench.name}.jsonl")
+        assert ("\n" in model.calls[0][2]) == stops_at_newline
+        assert "<|file_separator|>" in model.calls[0][2]
+    rows = [json.loads(line) for line in open(tmp_path / f"{single.name}.jsonl")]
+    assert {r["completion"] for r in rows} == {"    x = 1\n"}
+
+
+def test_brace_languages_end_at_the_functions_closing_brace():
+    csharp, go = get_benchmark("mxeval-humaneval-csharp"), get_benchmark("mbxp-go")
+    assert postprocess(csharp, "\n            return 1;\n        }\n\n        static int G() {}\n") \
+        == "\n            return 1;\n        }\n"
+    assert postprocess(go, "\treturn 1\n}\n\nfunc other() {}\n") == "\treturn 1\n}\n"
+    assert postprocess(go, "}\nfunc other() {}") == "}\n"  # an empty body
+    assert postprocess(go, "\treturn 1\n") == "\treturn 1\n"  # ran out before the brace
 
 
 def test_generation_resumes_and_repairs_a_torn_line(data_dir, tmp_path):
@@ -92,3 +114,75 @@ def test_eval_run_end_to_end_on_a_tiny_model(tiny_model, data_dir, tmp_path, ben
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "samples.jsonl").read_bytes() == before  # resumed: nothing regenerated
+
+
+def eval_run(*args):
+    return subprocess.run([sys.executable, "-m", "codegemma", "eval", "run", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_rerun_resumes_only_the_same_model_and_settings(tiny_model, data_dir, tmp_path):
+    """The bug this guards: a debug model's samples reported as the built-in model's score."""
+    out = tmp_path / "run"
+    common = ["--benchmark", "humaneval", "--out", str(out), "--limit", "2", "--k", "1",
+              "--data-dir", str(data_dir), "--device", "cpu"]
+    first = eval_run("--model", str(tiny_model), "--max-new-tokens", "4", *common)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = [json.loads(line) for line in open(out / "samples.jsonl")]
+    record = rows[0]["run"]
+    assert all(r["run"] == record for r in rows)
+    assert record["model"] == str(tiny_model.resolve()) and len(record["model_sha256"]) == 64
+    assert record["max_new_tokens"] == 4 and record["fim_mode"] is None
+    assert json.loads((out / "summary.json").read_text())["run"] == record
+    assert record["model_sha256"] in (out / "report.md").read_text()
+    before = (out / "samples.jsonl").read_bytes()
+
+    for refused in (["--max-new-tokens", "4"],  # the built-in model (the default)
+                    ["--model", str(tiny_model), "--max-new-tokens", "8"],
+                    ["--model", str(tiny_model), "--max-new-tokens", "4", "--seed", "1"]):
+        again = eval_run(*refused, *common)
+        assert again.returncode == 2, again.stdout[-500:]
+        assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+        assert "--overwrite" in again.stderr and "another run" in again.stderr
+        assert (out / "samples.jsonl").read_bytes() == before
+    assert "model_sha256" in eval_run("--max-new-tokens", "4", *common).stderr
+
+    same = eval_run("--model", str(tiny_model), "--max-new-tokens", "4", *common)
+    assert same.returncode == 0 and (out / "samples.jsonl").read_bytes() == before
+
+    fresh = eval_run("--max-new-tokens", "4", "--overwrite", *common)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    rows = [json.loads(line) for line in open(out / "samples.jsonl")]
+    assert len(rows) == 2 and all(r["run"]["model"].endswith("nano") for r in rows)
+    assert rows[0]["run"]["model_sha256"] != record["model_sha256"]
+    assert json.loads((out / "summary.json").read_text())["run"] == rows[0]["run"]
+
+
+def test_samples_without_a_run_record_are_not_resumed(tmp_path):
+    from codegemma.eval.provenance import check_resume
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"task_id": "HumanEval/0", "completion": "    return 1\\n"}\n')
+    with pytest.raises(ValueError, match="no run record"):
+        check_resume(path, {"model": "x", "model_sha256": "0" * 64})
+
+
+def test_model_hashes_change_with_the_bytes_and_are_cached(tmp_path, monkeypatch):
+    import os
+
+    from codegemma.eval import provenance
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"a" * 100)
+    (model / "README.md").write_text("not part of the identity")
+    first = provenance.model_sha256(model)
+    assert (tmp_path / "cache" / "codegemma" / "model-hashes.json").is_file()
+    (model / "README.md").write_text("changed")
+    assert provenance.model_sha256(model) == first
+    st = (model / "model.safetensors").stat()
+    (model / "model.safetensors").write_bytes(b"b" * 100)  # same size, other bytes
+    os.utime(model / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert provenance.model_sha256(model) != first
+    with pytest.raises(FileNotFoundError, match="no weight files"):
+        provenance.model_sha256(tmp_path / "cache")
