@@ -15,8 +15,8 @@ the marker: the score is less tamper-proof for these languages, the host isolati
 Libraries the benchmarks' tests use come from Debian packages (`packages`), or from a support
 folder prepared once per machine from them (`codegemma.eval.toolchains`) and mounted read-only
 at SUPPORT_MOUNT: Rust's rand/regex/md5 built offline from /usr/share/cargo/registry, a Go build
-cache holding testify, and stand-ins for two libraries Debian does not ship (C#'s
-Compare-Net-Objects, Node's js-md5).
+cache holding testify, a precompiled <bits/stdc++.h>, and stand-ins for two libraries Debian
+does not ship (C#'s Compare-Net-Objects, Node's js-md5).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ NODE_PATHS = ("/usr/share/nodejs", "/usr/lib/nodejs", "/usr/lib/node_modules",
 GOPATH = "/usr/share/gocode"      # Debian's golang-*-dev packages (testify) install here
 CARGO_REGISTRY = "/usr/share/cargo/registry"
 RUST_CRATES = ("rand", "regex", "md5")
+CPP_FLAGS = ("-std=c++17", "-O0")
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ def _cpp(code: str, test: str, timeout: float, support: str):
     program = code + "\n" + test + epilogue
     libs = ["-lcrypto"] if "openssl/" in program else []  # HumanEval-X CPP/162 (md5)
     # -O0: HumanEval-X's test main may fall off its end without `return` (legal only in main);
-    # optimising that undefined behaviour can crash correct programs.
-    steps = [{"kind": "compile", "argv": ["g++", "-std=c++17", "-O0", "-o", "prog", "main.cpp", *libs],
-              "timeout": COMPILE_TIMEOUT_S},
+    # optimising that undefined behaviour can crash correct programs. -I: the precompiled
+    # <bits/stdc++.h> (toolchains.py), found before the header itself.
+    steps = [{"kind": "compile", "argv": ["g++", *CPP_FLAGS, "-I", support, "-o", "prog",
+                                          "main.cpp", *libs], "timeout": COMPILE_TIMEOUT_S},
              {"kind": "run", "argv": ["./prog"], "timeout": timeout}]
     return {"main.cpp": program}, steps, {}
 
@@ -255,7 +257,7 @@ def _rust_crates() -> str | None:
 
 
 RUNNERS = {r.language: r for r in (
-    Runner("cpp", "C++", ("g++",), "g++ libssl-dev libboost-dev", _cpp),
+    Runner("cpp", "C++", ("g++",), "g++ libssl-dev libboost-dev", _cpp, support=True),
     Runner("csharp", "C#", ("mcs", "mono"), "mono-mcs", _csharp, support=True, needs_proc=True),
     Runner("go", "Go", ("go",), "golang-go golang-github-stretchr-testify-dev", _go,
            check=_go_testify, support=True),
