@@ -186,3 +186,27 @@ def test_model_hashes_change_with_the_bytes_and_are_cached(tmp_path, monkeypatch
     assert provenance.model_sha256(model) != first
     with pytest.raises(FileNotFoundError, match="no weight files"):
         provenance.model_sha256(tmp_path / "cache")
+
+
+def test_eval_run_suite_prints_one_table_with_languages_as_columns(tiny_model, data_dir, tmp_path):
+    out = tmp_path / "suite"
+    done = eval_run("--model", str(tiny_model), "--suite", "multilingual-humaneval", "--out",
+                    str(out), "--limit", "1", "--max-new-tokens", "4", "--k", "1",
+                    "--data-dir", str(data_dir), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("multilingual-humaneval:"))
+    assert lines[header].split()[-8:] == ["C++", "C#", "Go", "Java", "JavaScript", "Kotlin",
+                                          "Python", "Rust"]
+    cells = lines[header + 1].split()
+    assert cells[0] == "HumanEval" and len(cells) == 9
+    assert all(c == "n/a" or 0.0 <= float(c) <= 100.0 for c in cells[1:])
+    summary = json.loads(lines[-1])
+    for name, result in summary["benchmarks"].items():
+        if "skipped" in result:
+            assert "apt-get install" in result["skipped"]
+            continue
+        assert result["samples"] == 1 and result["run"]["benchmark"] == name
+        assert len((out / name / "samples.jsonl").read_text().splitlines()) == 1
+    for suffix in (".md", ".json", ".png"):
+        assert (out / f"multilingual-humaneval{suffix}").stat().st_size > 0
