@@ -56,7 +56,6 @@ class Runner:
     packages: str                   # Debian/Ubuntu packages: apt-get install <packages>
     build: Callable | None = None   # (code, test, run timeout, support dir) -> (files, steps, limits)
     check: Callable[[], str | None] | None = None  # libraries outside PATH: None or what is missing
-    support: bool = False           # needs a prepared support folder (codegemma.eval.toolchains)
     needs_proc: bool = False        # the JVM, Mono and rustc (its sysroot) read /proc
 
 
@@ -257,18 +256,17 @@ def _rust_crates() -> str | None:
 
 
 RUNNERS = {r.language: r for r in (
-    Runner("cpp", "C++", ("g++",), "g++ libssl-dev libboost-dev", _cpp, support=True),
-    Runner("csharp", "C#", ("mcs", "mono"), "mono-mcs", _csharp, support=True, needs_proc=True),
+    Runner("cpp", "C++", ("g++",), "g++ libssl-dev libboost-dev", _cpp),
+    Runner("csharp", "C#", ("mcs", "mono"), "mono-mcs", _csharp, needs_proc=True),
     Runner("go", "Go", ("go",), "golang-go golang-github-stretchr-testify-dev", _go,
-           check=_go_testify, support=True),
+           check=_go_testify),
     Runner("java", "Java", ("javac", "java"), "default-jdk-headless", _java, needs_proc=True),
-    Runner("js", "JavaScript", ("node",), "nodejs node-lodash", _js, check=_node_lodash,
-           support=True),
+    Runner("js", "JavaScript", ("node",), "nodejs node-lodash", _js, check=_node_lodash),
     Runner("kotlin", "Kotlin", ("kotlinc", "kotlin", "java"), "kotlin", _kotlin, needs_proc=True),
     Runner("python", "Python", (), "python3"),
     Runner("rust", "Rust", ("rustc", "cargo"),
            "rustc cargo librust-rand-dev librust-regex-dev librust-md5-dev", _rust,
-           check=_rust_crates, support=True, needs_proc=True),
+           check=_rust_crates, needs_proc=True),
 )}
 # What `.ci/run` and the README install: every package above.
 PACKAGES = " ".join(dict.fromkeys(p for r in RUNNERS.values() for p in r.packages.split()
