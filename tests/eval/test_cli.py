@@ -17,7 +17,8 @@ def cli(*args, env=None, cwd=None):
 def test_list_shows_benchmarks_sizes_and_data(data_dir):
     out = cli("list", "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
-    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]}
+    table = out.stdout.split("\n\n")[0]  # notes on missing toolchains or data follow
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
     assert rows["humaneval"][1] == "164"
     assert rows["humaneval-infill-single"][1] == "1033"
     assert rows["humaneval-infill-multi"][1] == "5815"
@@ -26,6 +27,8 @@ def test_list_shows_benchmarks_sizes_and_data(data_dir):
     assert rows["humaneval"][4] == "yes"
     missing = cli("list", "--data-dir", "/nonexistent")
     assert missing.stdout.splitlines()[1].split()[4] == "no"
+    assert "no data for" in missing.stdout and "/nonexistent" in missing.stdout
+    assert "--data-dir DIR or set CODEGEMMA_DATA_DIR" in missing.stdout
 
 
 def test_score_writes_results_and_prints_summary_last(data_dir, tmp_path):
@@ -94,8 +97,8 @@ def test_refuses_without_isolation_unless_told(data_dir, tmp_path):
 
 
 def test_canonical_self_test_counts_known_and_skipped(data_dir, tmp_path):
-    """MBXP JavaScript: 938 references, 28 tasks without one; the known upstream failures
-    fail and are named, everything else passes (exit 0)."""
+    """HumanEval-X JavaScript: the known upstream failures fail and are named, every other
+    reference passes (exit 0), and the files written have ordinary permissions."""
     from codegemma.eval.registry import KNOWN_BAD_REFERENCES, get_benchmark
     if get_benchmark("humaneval-x-js").runnable():
         pytest.skip(get_benchmark("humaneval-x-js").runnable())

@@ -147,7 +147,8 @@ def test_eval_list_shows_the_missing_toolchains_package(data_dir):
         if why:
             assert f"{runner.title}: {why}" in out.stdout
             assert f"apt-get install {runner.packages}" in out.stdout
-    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]
+    table = out.stdout.split("\n\n")[0]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]
             if line.startswith(("mbxp-", "humaneval-x-", "mxeval-"))}
     assert {r for r in rows if r.startswith("mbxp-")} == {
         f"mbxp-{lang}" for lang in ("python", "cpp", "csharp", "go", "java", "js", "kotlin")}
