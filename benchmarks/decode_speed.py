@@ -195,8 +195,10 @@ def profile_decode(engine: Engine, prompt: list[int]) -> None:
 
 def probe(model, cfg, device: str, label: str) -> dict:
     """Diagnosis: eager prefill time (host launch and total) and single GEMV bandwidth."""
-    from codegemma.model.cache import KVCache
     from torch.nn.attention import sdpa_kernel
+
+    from codegemma.infer.kv import SlotView
+    from codegemma.model.cache import KVCache
 
     from codegemma.infer.graphs import MASKED_SDPA_BACKENDS
 
@@ -211,7 +213,7 @@ def probe(model, cfg, device: str, label: str) -> dict:
             host, total = [], []
             for i in range(6):
                 t0 = sync_time()
-                model(toks, pos, cache=cache, slots=slot, kv_len=t, return_hidden=True)
+                model.hidden_states(toks, pos, cache=SlotView(cache, slot, t))
                 t1 = time.perf_counter()
                 t2 = sync_time()
                 if i:
@@ -277,7 +279,7 @@ def bench_preset(preset: str, modes: list[str], sections: set[str], bw: float, o
     for mode in modes:
         t0 = time.perf_counter()
         try:
-            with Engine(model, tok, max_slots=max_slots, max_seq_len=2304, compile=mode,
+            with Engine(model, tok, max_slots=max_slots, max_seq_len=2304, decode=mode,
                         compile_prefill=compile_prefill) as engine:
                 m = res.setdefault(mode + ("+prefill" if compile_prefill and mode == "compile" else ""), {})
                 spec = engine.speculate

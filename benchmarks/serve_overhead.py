@@ -84,7 +84,6 @@ def main() -> int:
     import httpx
 
     import codegemma
-    from codegemma.fim.format import render_fim
     from codegemma.infer.sampling import SamplingParams
 
     tmp = tempfile.TemporaryDirectory()
@@ -104,11 +103,11 @@ def main() -> int:
     try:
         with httpx.Client(base_url=url, timeout=60) as c:
             body = {"input_suffix": SUFFIX, "n_predict": N_NEW, "temperature": 0}
-            cg.engine.submit(render_fim(PREFIX, SUFFIX), params).result()  # warm-up both
+            cg.engine.submit(cg.prompts.fim(PREFIX, SUFFIX).ids, params).result()  # warm-up both
             c.post("/infill", json={**body, "input_prefix": PREFIX}).raise_for_status()
             for p in prefixes:
                 t0 = time.perf_counter()
-                generated.append(cg.engine.submit(render_fim(p, SUFFIX), params).result().completion_tokens)
+                generated.append(cg.engine.submit(cg.prompts.fim(p, SUFFIX).ids, params).result().completion_tokens)
                 rows["direct engine"].append((time.perf_counter() - t0) * 1000)
 
                 t0 = time.perf_counter()

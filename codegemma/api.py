@@ -14,39 +14,57 @@ calls into prompts and SamplingParams.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterator, Mapping, Sequence
 
 from codegemma.infer.sampling import SamplingParams
 
+log = logging.getLogger("codegemma")
+
+
 class CodeGemma:
-    """A loaded model with its tokenizer and engine. Use as a context manager or call close()."""
+    """A loaded model with its tokenizer, prompt builder and engine. Use as a context manager or
+    call close().
 
-    def __init__(self, model, tokenizer, config, engine):
+    `prompts` (a codegemma.fim.prompt.PromptBuilder) is the one place prompts are built: the
+    methods below fit every prompt into the context as the server does (a long file is cut around
+    the cursor, never refused) and log what they cut; `run` takes prompts built by it directly.
+    """
+
+    def __init__(self, model, tokenizer, config, engine, fim_mode: str = "psm"):
+        from codegemma.fim.prompt import PromptBuilder
+
         self.model, self.tokenizer, self.config, self.engine = model, tokenizer, config, engine
+        self.prompts = PromptBuilder(tokenizer, engine.max_seq_len, fim_mode)
 
-    # ---- plain continuation ------------------------------------------------------------------
-    def generate(self, prompt: str | Sequence[str], max_new_tokens: int = 128, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
-                 stop: Sequence[str] = (), stream: bool = False, max_time_ms: float | None = None):
-        """str -> str; list of str -> list of str; stream=True (one prompt) -> iterator of text deltas.
+    # ---- running built prompts -------------------------------------------------------------------
+    def run(self, prompt, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
+            top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+            stop: Sequence[str] = (), stream: bool = False, max_time_ms: float | None = None):
+        """Generate for a Prompt (-> str), a list of Prompts (-> list of str, batched) or, with
+        stream=True, one Prompt (-> iterator of text deltas). `max_new_tokens` is capped by each
+        prompt's own limit (what fits its context)."""
+        one = not isinstance(prompt, (list, tuple))
+        prompts = [prompt] if one else list(prompt)
+        for p in prompts:
+            if p.truncated:
+                log.warning("prompt cut to fit the %d-token context: %s", p.n_ctx, p.cut.describe())
 
-        A prompt is raw text: special-token texts in it (`<|fim_prefix|>`, `<start_of_turn>`, ...)
-        become control tokens, and `<bos>` is prepended unless the text starts with it.
-        """
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                                top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
-                                stop=tuple(stop), max_time_ms=max_time_ms)
+        def params(p) -> SamplingParams:
+            return SamplingParams(max_new_tokens=min(max_new_tokens, p.max_new_tokens), temperature=temperature,
+                                  top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
+                                  stop=tuple(stop), max_time_ms=max_time_ms)
         if stream:
-            if not isinstance(prompt, str):
-                raise ValueError("stream=True takes one prompt (a str), not a list")
-            return self._stream(prompt, params)
-        if isinstance(prompt, str):
-            return self.engine.submit(prompt, params, block=True).result().text
-        return [c.text for c in self.engine.generate(list(prompt), params)]
+            if not one:
+                raise ValueError("stream=True takes one prompt, not a list")
+            return self._stream(prompt.ids, params(prompt))
+        handles = [self.engine.submit(p.ids, params(p), block=True) for p in prompts]
+        texts = [h.result().text for h in handles]
+        return texts[0] if one else texts
 
-    def _stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
-        handle = self.engine.submit(prompt, params, block=True)
+    def _stream(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
+        handle = self.engine.submit(ids, params, block=True)
         try:
             for event in handle.events():
                 if event.text:
@@ -55,30 +73,50 @@ class CodeGemma:
             if not handle.done:  # the caller stopped iterating early: free the slot
                 handle.cancel()
 
+    # ---- plain continuation ------------------------------------------------------------------
+    def generate(self, prompt: str | Sequence[str], max_new_tokens: int = 128, **sampling):
+        """str -> str; list of str -> list of str; stream=True (one prompt) -> iterator of text deltas.
+
+        A prompt is raw text: special-token texts in it (`<|fim_prefix|>`, `<start_of_turn>`, ...)
+        become control tokens, and `<bos>` is prepended unless the text starts with it. A prompt
+        longer than the context keeps its end (a pre-rendered FIM prompt is cut around the cursor).
+        Sampling: temperature (0 = greedy), top_k, top_p, repetition_penalty, seed, stop, max_time_ms.
+        """
+        texts = [prompt] if isinstance(prompt, str) else list(prompt)
+        built = [self.prompts.text(t, max_new_tokens=max_new_tokens) for t in texts]
+        return self.run(built[0] if isinstance(prompt, str) else built, max_new_tokens=max_new_tokens, **sampling)
+
     # ---- fill in the middle ------------------------------------------------------------------
-    def fim_prompt(self, prefix: str, suffix: str = "", mode: str = "psm", path: str | None = None,
-                   context: Sequence[tuple[str, str]] = ()) -> str:
-        from codegemma.fim.format import render_fim
+    def fim_prompt(self, prefix: str, suffix: str = "", mode: str | None = None, path: str | None = None,
+                   context: Sequence[tuple[str, str]] = (), repo: str | os.PathLike | None = None,
+                   max_new_tokens: int = 128):
+        """The Prompt `complete` runs (ids, limits, what was cut); `prompts.render(p)` shows its text.
 
-        self.tokenizer.require_fim()
-        return render_fim(prefix, suffix, mode=mode, path=path, context=tuple(context))
+        repo: a repository root; `path` (the current file, relative to it or absolute) then gets
+        the files it depends on as context, nearest dependencies first, within the room the
+        current file leaves (codegemma.repo); `context` files come after them, nearest the cursor."""
+        return self.prompts.fim(prefix, suffix, path=None if path is None else str(path),
+                                context=tuple(context), mode=mode, repo=repo, max_new_tokens=max_new_tokens)
 
-    def complete(self, prefix: str, suffix: str = "", mode: str = "psm", path: str | None = None,
-                 context: Sequence[tuple[str, str]] = (), stream: bool = False, **sampling):
+    def complete(self, prefix: str, suffix: str = "", mode: str | None = None, path: str | None = None,
+                 context: Sequence[tuple[str, str]] = (), repo: str | os.PathLike | None = None,
+                 stream: bool = False, max_new_tokens: int = 128, **sampling):
         """The code between `prefix` and `suffix` (stops at FIM sentinels, file separator and eos).
 
-        context: other files as (path, text) pairs, placed before the current file.
-        """
-        return self.generate(self.fim_prompt(prefix, suffix, mode, path, context), stream=stream, **sampling)
+        mode: "psm" or "spm" (default: the one given to load()). path: the current file's path line.
+        context: other files as (path, text) pairs, placed before the current file. repo: see
+        fim_prompt."""
+        prompt = self.fim_prompt(prefix, suffix, mode, path, context, repo, max_new_tokens)
+        return self.run(prompt, stream=stream, max_new_tokens=max_new_tokens, **sampling)
 
     # ---- chat (instruction-tuned models) -----------------------------------------------------
-    def chat(self, messages: Sequence[Mapping[str, str]] | str, stream: bool = False, **sampling):
-        """One model turn for a conversation [{"role": "user"|"assistant", "content": ...}, ...]."""
-        from codegemma.fim.format import render_chat
-
+    def chat(self, messages: Sequence[Mapping[str, str]] | str, stream: bool = False,
+             max_new_tokens: int = 128, **sampling):
+        """One model turn for a conversation [{"role": "user"|"assistant"|"system", "content": ...}]."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        return self.generate(render_chat(messages, add_generation_prompt=True), stream=stream, **sampling)
+        prompt = self.prompts.chat(messages, max_new_tokens=max_new_tokens)
+        return self.run(prompt, stream=stream, max_new_tokens=max_new_tokens, **sampling)
 
     def close(self) -> None:
         self.engine.close()
@@ -96,11 +134,14 @@ class CodeGemma:
 
 
 def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_slots: int = 8,
-         max_seq_len: int | None = None, compile: bool | str | None = None, **engine_options) -> CodeGemma:
+         max_seq_len: int | None = None, decode: str = "auto", fim_mode: str = "psm",
+         **engine_options) -> CodeGemma:
     """Load a model directory (Hugging Face format: config.json, *.safetensors, tokenizer.json).
 
     `path` None or "nano" loads codegemma-nano, the built-in model (codegemma/models/nano).
-    `engine_options` go to the Engine (e.g. max_queue, warmup, speculate)."""
+    `decode`: "auto" (CUDA graphs on GPU, eager on CPU), "eager", "graphs" or "compile" (fastest
+    per token after a minute of torch.compile). `fim_mode`: the FIM order `complete` uses by default. `engine_options` go to the Engine (e.g.
+    max_queue, warmup, speculate)."""
     from codegemma.models import resolve_model
 
     path = resolve_model(path)
@@ -113,6 +154,6 @@ def load(path: str | os.PathLike | None = None, device=None, dtype=None, *, max_
 
     tokenizer = Tokenizer.load(path)
     model, config = load_model(path, device=device, dtype=dtype)
-    engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, compile=compile,
+    engine = Engine(model, tokenizer, max_slots=max_slots, max_seq_len=max_seq_len, decode=decode,
                     **engine_options)
-    return CodeGemma(model, tokenizer, config, engine)
+    return CodeGemma(model, tokenizer, config, engine, fim_mode=fim_mode)

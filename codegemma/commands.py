@@ -7,8 +7,12 @@ codegemma.api (and so through the one Engine); torch is imported inside the comm
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+
+from codegemma.fim.format import MODES
+from codegemma.infer.modes import DECODE_MODES
 
 
 def register(subparsers) -> None:
@@ -29,9 +33,14 @@ def register(subparsers) -> None:
     c.add_argument("--prefix", help="code before the cursor")
     c.add_argument("--suffix", help="code after the cursor (default empty)")
     c.add_argument("--path", help="file path for the path line (default: FILE's relative path, else none)")
-    c.add_argument("--mode", choices=("psm", "spm"), default="psm", help="FIM order (default psm)")
+    c.add_argument("--mode", choices=MODES, default="psm", help="FIM order (default psm)")
     c.add_argument("--context", nargs="+", default=[], metavar="FILE",
-                   help="other files placed before the current one (multi-file context)")
+                   help="other files placed before the current one, after the repository context")
+    c.add_argument("--no-repo-context", dest="repo_context", action="store_false",
+                   help="inside a git repository, do not put the files FILE depends on (by its imports) "
+                        "ahead of it")
+    c.add_argument("--show-prompt", action="store_true",
+                   help="print the exact prompt text (control tokens written out) and exit without generating")
     _sampling_args(c, max_new_tokens=128)
     c.set_defaults(func=_run_complete)
 
@@ -55,7 +64,7 @@ def _model_args(p: argparse.ArgumentParser, builtin_default: bool) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: the model's, at most 8192)")
-    p.add_argument("--decode", choices=("auto", "eager", "graphs", "compile"), default="auto",
+    p.add_argument("--decode", choices=DECODE_MODES, default="auto",
                    help="decode step: auto = CUDA graphs on GPU, eager on CPU; compile adds torch.compile "
                         "(fastest per token, but compiles for a minute first)")
 
@@ -79,14 +88,27 @@ def _sampling(args) -> dict:
 def _load(args):
     from codegemma.api import load
 
-    decode = args.decode
-    if decode == "auto":
-        import torch
-
-        on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        decode = "graphs" if on_gpu else "eager"
+    log = logging.getLogger("codegemma")
+    if not log.handlers:  # what the API logs (e.g. a prompt cut to fit) is a note on stderr here
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"codegemma {args.command}: note: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
     return load(args.model, device=args.device, dtype=args.dtype, max_slots=1, max_seq_len=args.max_seq_len,
-                compile=decode)
+                decode=args.decode)
+
+
+def _prompt_builder(args):
+    """The prompt builder `_load(args)` would give, from the tokenizer and config.json alone."""
+    from codegemma.fim.prompt import PromptBuilder
+    from codegemma.infer.engine import context_length
+    from codegemma.model.checkpoint import load_config
+    from codegemma.models import resolve_model
+    from codegemma.tokenizer import Tokenizer
+
+    model = resolve_model(args.model)
+    config = load_config(model)
+    return PromptBuilder(Tokenizer.load(model), context_length(config, args.max_seq_len))
 
 
 def _write(text: str) -> None:
@@ -135,8 +157,11 @@ def split_at_cursor(text: str, line: int, col: int, where: str) -> tuple[str, st
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text; complete works on source files") from None
 
 
 def _rel(path: str) -> str:
@@ -146,18 +171,30 @@ def _rel(path: str) -> str:
 def _run_complete(args) -> int:
     if args.location and (args.prefix is not None or args.suffix is not None):
         raise ValueError("give either FILE:LINE:COL or --prefix/--suffix, not both")
+    repo = None
     if args.location:
         file, line, col = parse_location(args.location)
         prefix, suffix = split_at_cursor(_read(file), line, col, args.location)
         path = args.path or _rel(file)
+        if args.repo_context and args.path is None:
+            from codegemma.repo.context import find_repository_root
+
+            root = find_repository_root(file)
+            if root is not None:  # the path line and the context then come from the repository
+                repo, path = root, os.path.abspath(file)
     elif args.prefix is not None:
         prefix, suffix, path = args.prefix, args.suffix or "", args.path
     else:
         raise ValueError("nothing to complete: give --prefix TEXT [--suffix TEXT] or FILE:LINE:COL")
     context = [(_rel(f), _read(f)) for f in args.context]
+    fim = dict(mode=args.mode, path=path, context=context, repo=repo, max_new_tokens=args.max_new_tokens)
+    if args.show_prompt:  # the tokenizer and the context length are enough: no weights are loaded
+        builder = _prompt_builder(args)
+        _write(builder.render(builder.fim(prefix, suffix, **fim)) + "\n")
+        return 0
     with _load(args) as cg:
-        middle = _print_stream(cg.complete(prefix, suffix, mode=args.mode, path=path, context=context,
-                                           stream=True, **_sampling(args)))
+        prompt = cg.prompts.fim(prefix, suffix, **fim)
+        middle = _print_stream(cg.run(prompt, stream=True, **_sampling(args)))
     if not middle:
         # stdout holds only the middle; say on stderr why there is nothing, so it is not mistaken for a hang
         print("(empty middle: the model ended the infill at once; a random model from `codegemma init` "

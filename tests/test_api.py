@@ -51,6 +51,27 @@ def test_chat_uses_the_gemma_template(cg):
     answer = cg.chat(messages, max_new_tokens=8, temperature=0.7, seed=1)
     assert answer == cg.generate(render_chat(messages), max_new_tokens=8, temperature=0.7, seed=1)
     # The template starts with <bos>: it must not be doubled.
-    assert cg.engine.encode_prompt(render_chat(messages)).count(cg.tokenizer.bos_id) == 1
-    with pytest.raises(ValueError, match="system"):
-        cg.chat([{"role": "system", "content": "x"}])
+    assert cg.prompts.chat(messages).ids.count(cg.tokenizer.bos_id) == 1
+    # Gemma has no system role: system text joins the first user turn, as the server does it
+    with_system = [{"role": "system", "content": "Be brief."}, *messages]
+    assert cg.prompts.chat(with_system).ids == cg.prompts.chat(
+        [{"role": "user", "content": "Be brief.\n\nhello"}]).ids
+    with pytest.raises(ValueError, match="alternate"):
+        cg.chat([{"role": "assistant", "content": "x"}])
+
+
+def test_a_long_file_completes_from_the_api_cut_around_the_cursor(cg, caplog):
+    """The API fits a prompt as the server does: a file far longer than the context completes."""
+    prefix = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(3000)) + "def g(y):\n    "
+    suffix = "\n" + "".join(f"C{i} = {i}\n" for i in range(3000))
+    assert len(cg.tokenizer.encode(prefix)) > cg.engine.max_seq_len
+    with caplog.at_level("WARNING", logger="codegemma"):
+        middle = cg.complete(prefix, suffix, max_new_tokens=8)
+    assert isinstance(middle, str)
+    assert "prompt cut to fit" in caplog.text and "tokens from the start of the prefix" in caplog.text
+    prompt = cg.fim_prompt(prefix, suffix, max_new_tokens=8)
+    assert prompt.truncated and len(prompt.ids) + prompt.max_new_tokens <= cg.engine.max_seq_len
+    text = cg.prompts.render(prompt)
+    assert "def g(y):\n    <|fim_suffix|>\nC0 = 0\n" in text  # the text nearest the cursor stays
+    assert "def f0(" not in text and not text.endswith("C2999 = 2999\n<|fim_middle|>")
+    assert cg.generate(prefix, max_new_tokens=4) is not None  # a long plain prompt keeps its end

@@ -88,17 +88,17 @@ def register(subparsers) -> None:
     t.set_defaults(func=_run_tokenizer_train)
 
 
-def _warn_without_syntax_splits(fim_rate: float | None) -> None:
+def _warn_without_tree_sitter() -> None:
     """FIM falls back to character-level splits per file when tree-sitter cannot parse it; when it
-    cannot even load (a broken install), every split would be random: say so before hours of work."""
-    if fim_rate == 0:
-        return
-    from codegemma.fim.split import ParserCache
+    cannot even load (a broken install), every split would be random and no import would be found:
+    say so before hours of work."""
+    from codegemma.repo.languages import ParserCache
 
     cache = ParserCache()
     if cache.get("python") is None:
         print(f"codegemma data prepare: warning: tree-sitter is unavailable ({cache.errors.get('python')}); "
-              "FIM will split at random characters instead of syntax nodes. Install tree-sitter and "
+              "FIM will split at random characters instead of syntax nodes, and no imports will be found "
+              "(files are packed alphabetically). Install tree-sitter and "
               "tree-sitter-language-pack<1 to fix it.", file=sys.stderr)
 
 
@@ -114,7 +114,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                         sequences_per_shard=args.sequences_per_shard, task_mb=args.task_mb,
                         keep_work=args.keep_work)
     cfg.validate()     # before the tree-sitter check: a bad option is reported first
-    _warn_without_syntax_splits(args.fim_rate)
+    _warn_without_tree_sitter()
     manifest = prepare(cfg, ExecutorConfig(args.executor, args.workers, args.ray_address))
     tr, va = manifest["splits"]["train"], manifest["splits"]["val"]
     passes = f" x {tr['fim_passes']} FIM passes" if tr.get("fim_passes", 1) > 1 else ""

@@ -40,30 +40,37 @@ _GENERATED = re.compile(
     re.I | re.M)
 
 
+def decode_source(data: bytes | None, max_bytes: int = FilterConfig.max_bytes) -> tuple[str | None, str | None]:
+    """A source file's bytes as text, or why not: (text, None) or (None, reason), the reason one of
+    unreadable (None), too_large, binary, undecodable. The one rule for which files are text, for
+    the corpus (decode_step) and for completion context (codegemma.repo.checkout)."""
+    if data is None:
+        return None, "unreadable"
+    if len(data) > max_bytes:
+        return None, "too_large"
+    if b"\0" in data[:8192]:
+        return None, "binary"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "undecodable"
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    # one newline convention, so the same file from Windows and Unix checkouts is identical
+    return (text.replace("\r\n", "\n") if "\r\n" in text else text), None
+
+
 def decode_step(cfg: FilterConfig):
     """Raw bytes -> text, dropping unreadable, oversized, binary and non-UTF-8 files."""
 
     def step(docs: Iterable[Document], stats: Stats) -> Iterator[Document]:
         for doc in docs:
             data, doc.data = doc.data, None
-            if data is None:
-                stats.drop("unreadable")
+            text, reason = decode_source(data, cfg.max_bytes)
+            if reason:
+                stats.drop(reason)
                 continue
-            if len(data) > cfg.max_bytes:
-                stats.drop("too_large")
-                continue
-            if b"\0" in data[:8192]:
-                stats.drop("binary")
-                continue
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                stats.drop("undecodable")
-                continue
-            if text.startswith("\ufeff"):
-                text = text[1:]
-            # one newline convention, so the same file from Windows and Unix checkouts is identical
-            doc.text = text.replace("\r\n", "\n") if "\r\n" in text else text
+            doc.text = text
             stats.add("files_read")
             stats.add("bytes_read", len(data))
             yield doc

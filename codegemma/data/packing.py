@@ -23,6 +23,7 @@ import numpy as np
 
 from codegemma.fim.format import render_file, render_fim
 from codegemma.fim.split import FimSplitter
+from codegemma.repo.imports import ImportParser
 from codegemma.repo.order import order_repository
 
 from .document import Document, Stats
@@ -139,6 +140,7 @@ class RepositoryPacker:
         self.fim = fim
         self.seed = seed
         self.splitter = FimSplitter(statement_prob=fim.statement_rate)
+        self.imports = ImportParser(self.splitter.parsers)   # the same grammars, loaded once
         self.specials = special_text_pattern(special_texts_of(tokenizer))
         self.sep_id = tokenizer.token_id("file_separator")
 
@@ -158,7 +160,7 @@ class RepositoryPacker:
         # directory name: `import numpy` must find the root __init__.py
         package = docs[0].repo.rstrip("/").rsplit("/", 1)[-1]
         arranged = []
-        for path in order_repository(files, package=package):
+        for path in order_repository(files, package=package, imports=self.imports):
             text = files.pop(path)
             stats.add(f"file_chars_log2/{max(0, int(np.log2(max(1, len(text))))):02d}")
             pieces = piece_bounds(text, self.fim.max_chars) if self.fim.max_chars else [(0, len(text))]

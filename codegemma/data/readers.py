@@ -4,8 +4,10 @@
 order; the plan is saved with the run so a resumed run reads exactly the same files.
 
 - A directory whose subdirectories are repositories (plain trees or git checkouts). Files at its
-  top level are ignored. Directories named in SKIP_DIRS (VCS metadata, vendored code, caches,
-  build output) are not entered.
+  top level are ignored. Directories of VCS metadata, vendored code, caches, build output, hidden
+  ones and package metadata (codegemma.repo.languages.skip_dir) are not entered; symbolic links
+  are not followed. The same rules pick the files of a repository used as completion context
+  (codegemma.repo.checkout).
 - A `.jsonl` / `.jsonl.gz` file of `{"repo", "path", "content"}` records; it is split into one
   file per repository under the work directory first (`split_jsonl`).
 - No input: the running Python's standard library (repository "stdlib") and each top-level entry
@@ -24,16 +26,9 @@ import site
 import sysconfig
 from pathlib import Path
 
-from codegemma.repo.languages import language_of
+from codegemma.repo.languages import language_of, skip_dir
 
 from .document import Document
-
-SKIP_DIRS = frozenset({
-    ".git", ".hg", ".svn", ".bzr", "node_modules", "vendor", "vendors", "third_party", "third-party",
-    "thirdparty", "external", "_vendor", "__pycache__", ".venv", "venv", ".tox", ".nox",
-    ".mypy_cache", ".pytest_cache", "site-packages", "dist-packages", "build", "dist", "target",
-    "bower_components", ".idea", ".vscode",
-})
 
 
 def repo_key(name: str) -> str:
@@ -46,7 +41,7 @@ def list_tree(root: Path) -> list[tuple[str, int]]:
     """(relative POSIX path, size) of the supported source files under `root`, sorted."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith((".dist-info", ".egg-info")))
+        dirnames[:] = sorted(d for d in dirnames if not skip_dir(d))
         for name in filenames:
             if language_of(name) is None:
                 continue
@@ -69,7 +64,7 @@ def default_roots() -> list[tuple[str, Path]]:
             continue
         seen.add(sp)
         for entry in sorted(sp.iterdir()):
-            if entry.name in SKIP_DIRS or entry.name.endswith((".dist-info", ".egg-info", ".pth")):
+            if skip_dir(entry.name) or entry.name.endswith(".pth"):
                 continue
             if entry.is_dir() or language_of(entry.name):
                 roots.append((f"site-packages/{entry.name}", entry))
@@ -93,7 +88,7 @@ def plan_sources(input_path: str | None, work_dir: Path) -> list[dict]:
             repos = split_jsonl(p, work_dir / "input")
         else:
             repos = [{"repo": d.name, "root": str(d), "files": list_tree(d)}
-                     for d in sorted(p.iterdir()) if d.is_dir() and d.name not in SKIP_DIRS]
+                     for d in sorted(p.iterdir()) if d.is_dir() and not skip_dir(d.name)]
     repos = [r for r in repos if r["files"]]
     repos.sort(key=lambda r: r["repo"])
     return repos

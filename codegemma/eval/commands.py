@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from codegemma.fim.format import MODES
+
 import argparse
 import json
 import os
@@ -50,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     p.add_argument("--limit", type=int, help="only the first N tasks (of each benchmark)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fim-mode", choices=("psm", "spm"), default="psm",
+    p.add_argument("--fim-mode", choices=MODES, default="psm",
                    help="FIM prompt order for infilling benchmarks (default psm, as the report evaluates)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: the model's)")

@@ -23,11 +23,13 @@ BLOCK_END = {"cpp": "}", "go": "}", "java": "}", "js": "}", "kotlin": "}", "rust
              "csharp": "        }"}
 
 
-def prompt_for(benchmark: Benchmark, problem: Problem, fim_mode: str = "psm") -> str:
+def prompt_for(prompts, benchmark: Benchmark, problem: Problem, fim_mode: str = "psm",
+               max_new_tokens: int = 128):
+    """The Prompt (codegemma.fim.prompt) for one problem: FIM for infilling benchmarks, the problem's
+    own text otherwise; built, fitted and capped as the CLI and the server build theirs."""
     if benchmark.mode == "infill":
-        from codegemma.fim.format import render_fim
-        return render_fim(problem.prompt, problem.suffix, mode=fim_mode)
-    return problem.prompt
+        return prompts.fim(problem.prompt, problem.suffix, mode=fim_mode, max_new_tokens=max_new_tokens)
+    return prompts.text(problem.prompt, max_new_tokens=max_new_tokens)
 
 
 def postprocess(benchmark: Benchmark, text: str) -> str:
@@ -96,9 +98,9 @@ def generate_samples(model, benchmark: Benchmark, problems: list[Problem], out_p
             # samples of one prompt differ (with temperature > 0) yet the run is reproducible.
             for j in range(min(done.get(p.task_id, 0) for p in chunk), n_samples):
                 owners = [p for p in chunk if done.get(p.task_id, 0) <= j]
-                texts = model.generate([prompt_for(benchmark, p, fim_mode) for p in owners],
-                                       max_new_tokens=max_new_tokens, temperature=temperature,
-                                       seed=seed + j, stop=stop)
+                texts = model.run([prompt_for(model.prompts, benchmark, p, fim_mode, max_new_tokens)
+                                   for p in owners],
+                                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + j, stop=stop)
                 lines += [json.dumps({"task_id": p.task_id,
                                       "completion": postprocess(benchmark, x), **extra}) + "\n"
                           for p, x in zip(owners, texts)]

@@ -32,11 +32,18 @@ EOS = SPECIAL_TOKENS["eos"].text
 START_OF_TURN = SPECIAL_TOKENS["start_of_turn"].text
 END_OF_TURN = SPECIAL_TOKENS["end_of_turn"].text
 
-MODES = ("psm", "spm")
+MODES = ("psm", "spm")  # the one list of FIM orders: CLI choices, server, eval and data all read it
 STOP_NAMES = ("fim_prefix", "fim_middle", "fim_suffix", "file_separator", "eos", "end_of_turn")
 # Generation output is cut at the first of these.
 STOP_TEXTS = tuple(SPECIAL_TOKENS[n].text for n in STOP_NAMES)
 SENTINEL_TEXTS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FILE_SEPARATOR)
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is a FIM order, else one clear ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"unknown FIM mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
 
 
 def render_file(path: str, text: str) -> str:
@@ -57,11 +64,9 @@ def render_fim(prefix: str, suffix: str, mode: str = "psm", path: str | None = N
                context: Sequence[tuple[str, str]] = (), middle: str = "") -> str:
     """A FIM prompt (or, with `middle`, a training example) for the current file."""
     head = render_context(context) + (f"{path}\n" if path else "")
-    if mode == "psm":
+    if check_mode(mode) == "psm":
         return f"{head}{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{middle}"
-    if mode == "spm":
-        return f"{head}{FIM_SUFFIX}{suffix}{FIM_PREFIX}{prefix}{FIM_MIDDLE}{middle}"
-    raise ValueError(f"unknown FIM mode {mode!r}; use 'psm' or 'spm'")
+    return f"{head}{FIM_SUFFIX}{suffix}{FIM_PREFIX}{prefix}{FIM_MIDDLE}{middle}"
 
 
 def parse_fim(text: str) -> dict:
@@ -96,7 +101,8 @@ def parse_fim(text: str) -> dict:
 
 
 # ---- chat (the Gemma / CodeGemma-7B-IT template) --------------------------------------------------
-def _turns(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
+def chat_turns(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
+    """(role, content) turns, role "user" or "model", checked: alternating, starting with user."""
     turns = []
     for i, m in enumerate(messages):
         role, content = m.get("role"), m.get("content")
@@ -113,32 +119,40 @@ def _turns(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
     return turns
 
 
-def render_chat_segments(messages: Sequence[Mapping[str, str]],
-                         add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
-    """The chat as (text, is_model_reply) pieces; their concatenation is render_chat(...).
-
-    A model reply is its content plus <end_of_turn> (so a tuned model learns to stop); the turn
-    headers and user turns are prompt.
-    """
-    segments: list[tuple[str, bool]] = []
-    prompt = BOS
-    for role, content in _turns(messages):
-        if role == "user":
-            prompt += f"{START_OF_TURN}user\n{content}{END_OF_TURN}\n"
+def normalize_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """What chat clients send, made a Gemma conversation: system (and developer) text goes into the
+    first user turn, consecutive turns of one role are merged."""
+    system = "\n\n".join(m["content"] for m in messages if m.get("role") in ("system", "developer") and m.get("content"))
+    turns: list[dict[str, str]] = []
+    for m in messages:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            continue
+        role = "assistant" if role in ("assistant", "model") else role
+        content = m.get("content") or ""
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n\n" + content
         else:
-            segments.append((prompt + f"{START_OF_TURN}model\n", False))
-            segments.append((content + END_OF_TURN, True))
-            prompt = "\n"
-    if add_generation_prompt:
-        prompt += f"{START_OF_TURN}model\n"
-    if prompt:
-        segments.append((prompt, False))
-    return segments
+            turns.append({"role": role, "content": content})
+    if system:
+        if turns and turns[0]["role"] == "user":
+            turns[0]["content"] = system + "\n\n" + turns[0]["content"]
+        else:
+            turns.insert(0, {"role": "user", "content": system})
+    if not turns:
+        raise ValueError("at least one user message is required")
+    return turns
 
 
 def render_chat(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
-    """`<bos><start_of_turn>user\\n{msg}<end_of_turn>\\n<start_of_turn>model\\n` and so on."""
-    return "".join(t for t, _ in render_chat_segments(messages, add_generation_prompt))
+    """`<bos><start_of_turn>user\\n{msg}<end_of_turn>\\n<start_of_turn>model\\n` and so on: the
+    layout as text (prompt.chat_ids builds the same as ids, message texts kept plain)."""
+    text = BOS
+    for role, content in chat_turns(messages):
+        text += f"{START_OF_TURN}{role}\n{content}{END_OF_TURN}\n"
+    if add_generation_prompt:
+        text += f"{START_OF_TURN}model\n"
+    return text
 
 
 # ---- stopping -----------------------------------------------------------------------------------

@@ -32,34 +32,17 @@ place, rather than Bavarian et al.'s uniformly random character positions. Ours:
   the piece alone would fail there and fall back to random characters for most of a corpus.
 
 The walk touches one path of the tree (depth x branching), not every node, so the cost is
-dominated by the C parse.
-
-Grammars: from tree_sitter_language_pack (0.x bundles them; pinned <1 in pyproject because 1.x
-downloads them at run time), else from the per-language `tree_sitter_<lang>` wheels if installed.
+dominated by the C parse. Parsers come from codegemma.repo.languages.ParserCache (the one place
+that loads grammars).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import numpy as np
 
-# language -> (module, function) of the per-language grammar wheels
-_GRAMMAR_MODULES = {
-    "python": ("tree_sitter_python", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "tsx": ("tree_sitter_typescript", "language_tsx"),
-    "java": ("tree_sitter_java", "language"),
-    "kotlin": ("tree_sitter_kotlin", "language"),
-    "c": ("tree_sitter_c", "language"),
-    "cpp": ("tree_sitter_cpp", "language"),
-    "c_sharp": ("tree_sitter_c_sharp", "language"),
-    "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"),
-}
-_PACK_NAMES = {"c_sharp": "csharp"}
+from codegemma.repo.languages import ParserCache
 
 
 @dataclass(frozen=True)
@@ -68,43 +51,6 @@ class FimSplit:
     middle: str
     suffix: str
     syntactic: bool     # False when the character-level fallback was used
-
-
-class ParserCache:
-    """tree-sitter parsers by language, created on first use (per process: parsers are not picklable)."""
-
-    def __init__(self):
-        self._parsers: dict[str, object | None] = {}
-        self.errors: dict[str, str] = {}
-
-    def get(self, language: str | None):
-        if not language:
-            return None
-        if language not in self._parsers:
-            self._parsers[language] = self._load(language)
-        return self._parsers[language]
-
-    def _load(self, language: str):
-        try:
-            from tree_sitter import Language, Parser
-        except ImportError as exc:   # no tree-sitter at all: every file uses the character fallback
-            self.errors[language] = f"tree_sitter: {exc}"
-            return None
-        pack_name = _PACK_NAMES.get(language, language)
-        try:
-            import tree_sitter_language_pack as pack
-
-            return pack.get_parser(pack_name)      # 0.x: bundled grammars (the pinned version)
-        except Exception as exc:  # 1.x offline (it downloads grammars), or a language it lacks
-            self.errors[language] = f"tree_sitter_language_pack: {exc}"
-        mod_name, fn = _GRAMMAR_MODULES.get(language, (None, None))
-        if mod_name:
-            try:
-                mod = importlib.import_module(mod_name)
-                return Parser(Language(getattr(mod, fn)()))
-            except ImportError as exc:
-                self.errors[language] = f"no tree-sitter grammar for {language}: {self.errors.get(language)}; {exc}"
-        return None
 
 
 def char_split(text: str, rng: np.random.Generator) -> FimSplit:

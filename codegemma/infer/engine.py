@@ -20,8 +20,10 @@ from torch.nn.attention import sdpa_kernel
 
 from codegemma.fim.format import stop_token_ids
 from codegemma.infer.detok import IncrementalDetokenizer, StopStrings
-from codegemma.infer.fuse import fuse_projections
+from codegemma.infer.fuse import fuse_projections, use_decode_attention
 from codegemma.infer.graphs import MASKED_SDPA_BACKENDS, DecodeRunner
+from codegemma.infer.modes import resolve_decode
+from codegemma.infer.kv import SlotView
 from codegemma.infer.prefix import SlotTable
 from codegemma.infer.requests import (Completion, EngineError, EngineStats, QueueFullError, RequestHandle,
                                       StreamEvent)
@@ -121,13 +123,22 @@ class _Request:
             queue_ms=((self.t_admit or now) - self.t_submit) * 1000)
 
 
+DEFAULT_MAX_SEQ_LEN = 8192  # CodeGemma's training length
+
+
+def context_length(config, max_seq_len: int | None = None) -> int:
+    """The context (KV-cache length) an engine serves: `max_seq_len`, else the model's own,
+    at most DEFAULT_MAX_SEQ_LEN."""
+    return int(max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN))
+
+
 class Engine:
     def __init__(self, model, tokenizer, *, max_slots: int = 8, max_seq_len: int | None = None,
-                 device=None, compile: bool | str | None = None, max_queue: int = 256,
+                 device=None, decode: str = "auto", max_queue: int = 256,
                  prefill_chunk: int = 2048, warmup: bool = False, compile_prefill: bool = False,
                  speculate: int = 15, fuse: bool | None = None):
-        """`compile`: None = CUDA graphs + torch.compile on GPU, eager on CPU; True = the same;
-        False/"eager"; "graphs" = CUDA graphs of the eager kernels; "compile" = compile + graphs.
+        """`decode`: one of graphs.DECODE_MODES: "auto" (CUDA graphs on GPU, eager on CPU), "eager",
+        "graphs" (CUDA graphs of the eager kernels), "compile" (torch.compile, then graphs).
         `warmup`: compile and capture the decode step for every batch bucket now (a server does
         this at start-up) instead of when a batch size first occurs. `compile_prefill` (compile
         mode only): run prefill through the compiled model too (fewer kernel launches: short
@@ -145,12 +156,13 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
-        self.max_seq_len = int(max_seq_len or min(self.config.max_position_embeddings, 8192))
+        self.max_seq_len = context_length(self.config, max_seq_len)
         self.max_slots = max_slots
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         if speculate < 0:
             raise ValueError(f"speculate must be >= 0 (0 = off), got {speculate}")
+        use_decode_attention(self.model)  # the serving paths, swapped in from outside (infer/fuse.py)
         if fuse or (fuse is None and self.device.type == "cuda"):
             fuse_projections(self.model)  # idempotent: engines may share a model
         self.speculate = speculate
@@ -160,16 +172,13 @@ class Engine:
         # One extra cache row: the scratch slot that padded CUDA-graph rows write into.
         self.cache = KVCache(self.config, max_slots + 1, self.max_seq_len, device=self.device, dtype=param.dtype)
         self.slots = SlotTable(max_slots)
-        if compile is None or compile is True:
-            mode = "compile" if self.device.type == "cuda" else "eager"
-        elif compile is False:
-            mode = "eager"
-        else:
-            mode = str(compile)
+        mode = resolve_decode(decode, self.device)
         self.decode_mode = mode
         self.runner = DecodeRunner(self.model, self.cache, scratch_slot=max_slots, max_batch=max_slots, mode=mode,
                                    spec_len=speculate)
-        self._prefill_fn = self.runner._fn if (compile_prefill and mode == "compile") else self.model
+        self._prefill_fn = self.model.hidden_states
+        if compile_prefill and mode == "compile":
+            self._prefill_fn = torch.compile(self.model.hidden_states)
         self.stop_ids = set(stop_token_ids(tokenizer))
 
         self._lock = threading.Condition()
@@ -196,31 +205,20 @@ class Engine:
         return self.runner.num_graphs()
 
     # ---- public API ----------------------------------------------------------------------------
-    def encode_prompt(self, prompt: str | list[int]) -> list[int]:
-        if isinstance(prompt, str):
-            ids = self.tokenizer.encode(prompt, add_bos=True)
-            if len(ids) > 1 and ids[1] == self.tokenizer.bos_id:  # the text already began with <bos>
-                ids = ids[1:]
-            return ids
-        ids = [int(t) for t in prompt]
-        bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
-        if bad:
-            raise ValueError(f"prompt token ids out of range [0, {self.config.vocab_size}): {bad[:5]}")
-        return ids
-
-    def submit(self, prompt: str | list[int], params: SamplingParams | None = None, *,
+    def submit(self, ids: list[int], params: SamplingParams | None = None, *,
                block: bool = False) -> RequestHandle:
-        """Queue a request and return its handle at once. Raises ValueError for a prompt that does
-        not fit and QueueFullError when `max_queue` requests already wait (unless block=True)."""
+        """Queue a request (token ids, <bos> included: codegemma.fim.prompt builds them) and return
+        its handle at once. Raises QueueFullError when `max_queue` requests already wait (unless
+        block=True), and ValueError for ids that break the contract: the prompt builder fits every
+        prompt, so that is a caller's bug, not a user's mistake."""
         params = params or SamplingParams()
-        ids = self.encode_prompt(prompt)
-        if not ids:
-            raise ValueError("empty prompt: give at least one token")
-        limit = self.max_seq_len - params.max_new_tokens
-        if len(ids) > limit:
-            raise ValueError(f"prompt of {len(ids)} tokens is too long: with max_new_tokens="
-                             f"{params.max_new_tokens} at most {max(limit, 0)} fit in max_seq_len="
-                             f"{self.max_seq_len}; shorten the prompt or lower max_new_tokens")
+        ids = list(ids)
+        vocab = self.config.vocab_size
+        if not ids or any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
+            raise ValueError(f"the engine takes a non-empty list of token ids in [0, {vocab})")
+        if len(ids) + params.max_new_tokens > self.max_seq_len:
+            raise ValueError(f"{len(ids)} prompt tokens + max_new_tokens={params.max_new_tokens} exceed "
+                             f"max_seq_len={self.max_seq_len}; build prompts with codegemma.fim.prompt")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine is closed")
@@ -238,14 +236,14 @@ class Engine:
             self._lock.notify_all()
         return handle
 
-    def generate(self, prompts: list, params: SamplingParams | None = None) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams | None = None) -> list[Completion]:
         handles = [self.submit(p, params, block=True) for p in prompts]
         return [h.result() for h in handles]
 
-    def warm(self, prompt: str | list[int]) -> int:
-        """Evaluate `prompt` into the prefix cache without generating (llama.cpp n_predict=0).
+    def warm(self, ids: list[int]) -> int:
+        """Evaluate `ids` into the prefix cache without generating (llama.cpp n_predict=0).
         Returns the number of prompt tokens now cached."""
-        c = self.submit(prompt, SamplingParams(max_new_tokens=0), block=True).result()
+        c = self.submit(ids, SamplingParams(max_new_tokens=0), block=True).result()
         return c.prompt_tokens
 
     def stats(self) -> dict:
@@ -369,7 +367,7 @@ class Engine:
             # Hidden states only: the output head runs for the last position alone, not for every
             # prompt token ([T, 256000] logits would be most of a long prefill's memory traffic).
             with sdpa_kernel(_PREFILL_BACKENDS):
-                hidden = self._prefill_fn(toks, pos, cache=self.cache, slots=slot_t, kv_len=hi, return_hidden=True)
+                hidden = self._prefill_fn(toks, pos, cache=SlotView(self.cache, slot_t, hi))
             slot.tokens.extend(req.prompt[lo:hi])
         req.t_prefilled = time.perf_counter()
         if not gen_tokens:

@@ -1,4 +1,5 @@
-"""Fewer, larger GEMMs for decoding: q/k/v in one matmul and gate/up in one matmul.
+"""Serving-only model paths, applied from outside the model: the decode attention path, and fewer,
+larger GEMMs (q/k/v in one matmul, gate/up in one matmul).
 
 At batch 1 a decode step is a chain of GEMVs; each extra GEMV costs a kernel launch (plus cuBLAS
 split-K setup/reduction kernels) on top of its weight reads. Concatenating the weights of the
@@ -25,7 +26,25 @@ from codegemma.model.attention import Attention
 from codegemma.model.layers import GeGLU
 
 
-class FusedQKVAttention(Attention):
+class DecodeAttention(Attention):
+    """Attention with a decode path: one query per row (T == 1) against the cache, as plain matmuls.
+    cuBLAS GEMV (fused by torch.compile) beats the fused SDPA kernels there: those parallelise over
+    query blocks and get about one block per head. Other shapes take the model's own path."""
+
+    def attend(self, q, k, v, attn_mask, is_causal):
+        b, _, t, _ = q.shape
+        if t != 1 or attn_mask is None or attn_mask.dtype != torch.bool:
+            return super().attend(q, k, v, attn_mask, is_causal)
+        rep = self.n_heads // self.n_kv
+        s_len = k.shape[2]
+        qg = q.reshape(b, self.n_kv, rep, self.head_dim)  # query heads grouped by KV head
+        scores = torch.matmul(qg, k.transpose(-1, -2)) * self.head_dim ** -0.5  # [B, nKV, rep, S]
+        scores = scores.masked_fill(~attn_mask.reshape(b, 1, 1, s_len), float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # softmax in fp32, as HF
+        return torch.matmul(probs, v).reshape(b, self.n_heads, 1, self.head_dim)
+
+
+class FusedQKVAttention(DecodeAttention):
     """Attention whose q/k/v projections are one matmul over `qkv_weight` [(nH + 2 nKV) hd, H]."""
 
     def project_qkv(self, x):
@@ -55,12 +74,22 @@ def _concat_into_views(linears: list[nn.Linear]) -> torch.Tensor:
     return fused
 
 
+def use_decode_attention(model: nn.Module) -> int:
+    """Give every attention module of `model` the decode path (in place; idempotent)."""
+    changed = 0
+    for module in model.modules():
+        if type(module) is Attention:
+            module.__class__ = DecodeAttention
+            changed += 1
+    return changed
+
+
 def fuse_projections(model: nn.Module) -> int:
-    """Fuse q/k/v and gate/up in every layer of `model` in place; returns the modules changed
-    (0 when already fused)."""
+    """Fuse q/k/v and gate/up in every layer of `model` in place (attention gets the decode path
+    too); returns the modules changed (0 when already fused)."""
     changed = 0
     for module in list(model.modules()):
-        if type(module) is Attention:
+        if type(module) in (Attention, DecodeAttention):
             w = _concat_into_views([module.q_proj, module.k_proj, module.v_proj])
             module.__class__ = FusedQKVAttention
             module.register_buffer("qkv_weight", w, persistent=False)  # not in the state_dict

@@ -28,9 +28,11 @@ import logging
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from codegemma.infer.kv import SlotView
+from codegemma.infer.modes import resolve_decode
+
 log = logging.getLogger(__name__)
 
-MODES = ("eager", "graphs", "compile")
 
 # Attention with a mask and several queries per row (prefill, verification): on Hopper PyTorch would
 # pick cuDNN, which builds a plan per new shape (tens of ms); the memory-efficient kernel needs none.
@@ -49,10 +51,7 @@ def _buckets(limit: int, start: int) -> list[int]:
 class DecodeRunner:
     def __init__(self, model, cache, *, scratch_slot: int, max_batch: int, mode: str = "eager",
                  min_kv_bucket: int = 256, spec_len: int = 0, max_verify_batch: int = 8):
-        if mode not in MODES:
-            raise ValueError(f"unknown decode mode {mode!r}; choose one of {MODES}")
-        if mode != "eager" and not cache.k[0].is_cuda:
-            raise ValueError(f"decode mode {mode!r} needs a CUDA device; use 'eager' on CPU")
+        mode = resolve_decode(mode, cache.k[0].device)
         self.model, self.cache, self.mode = model, cache, mode
         self.scratch_slot = scratch_slot
         self.batch_buckets = _buckets(max_batch, 1)
@@ -101,7 +100,7 @@ class DecodeRunner:
             t = torch.tensor(tokens, device=self.device)[:, None]
             p = torch.tensor(positions, device=self.device)[:, None]
             s = torch.tensor(slots, device=self.device)
-            return self.model(t, p, cache=self.cache, slots=s, kv_len=kv_need)[:, 0]
+            return self.model(t, p, cache=SlotView(self.cache, s, kv_need))[:, 0]
         bb = self._bucket(self.batch_buckets, b)
         kb = self._bucket(self.kv_buckets, kv_need)
         host = self._host_np  # numpy view of pinned memory: cheap element writes
@@ -115,8 +114,7 @@ class DecodeRunner:
         return graph[1][:b, 0]
 
     def _call(self, bb: int, kb: int) -> torch.Tensor:
-        return self._fn(self._tokens[:bb], self._positions[:bb], cache=self.cache,
-                        slots=self._slots[:bb], kv_len=kb)
+        return self._fn(self._tokens[:bb], self._positions[:bb], cache=SlotView(self.cache, self._slots[:bb], kb))
 
     def _capture(self, bb: int, kb: int):
         # Warm up (and compile) on a side stream with every row pointed at the scratch slot, so
@@ -157,7 +155,7 @@ class DecodeRunner:
             pp = torch.tensor(pos, device=self.device)
             ss = torch.tensor(slots, device=self.device)
             with sdpa_kernel(MASKED_SDPA_BACKENDS):
-                logits = self.model(tt, pp, cache=self.cache, slots=ss, kv_len=kv_need)
+                logits = self.model(tt, pp, cache=SlotView(self.cache, ss, kv_need))
             ids = logits.float().argmax(-1).tolist()  # as sample() picks greedy rows
             return [row[:len(r)] for row, r in zip(ids, rows)]
         bb = self._bucket(self.verify_buckets, b)
@@ -181,8 +179,8 @@ class DecodeRunner:
 
     def _verify_call(self, bb: int, kb: int) -> torch.Tensor:
         with sdpa_kernel(MASKED_SDPA_BACKENDS):
-            logits = self.model(self._vblock[0, :bb], self._vblock[1, :bb], cache=self.cache,
-                                slots=self._vslots[:bb], kv_len=kb)
+            logits = self.model(self._vblock[0, :bb], self._vblock[1, :bb],
+                                cache=SlotView(self.cache, self._vslots[:bb], kb))
         return logits.argmax(-1)  # [bb, T]; argmax of bf16 = argmax of its float values
 
     def _capture_verify(self, bb: int, kb: int):

@@ -7,8 +7,18 @@ import torch
 from codegemma.model.config import GemmaConfig
 
 
+def write_rows(k_all: torch.Tensor, v_all: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+               positions: torch.Tensor, rows: torch.Tensor) -> None:
+    """Write k_new/v_new [B, kv_heads, T, head_dim] at `positions` [B, T] of cache `rows` [B]."""
+    idx = (rows[:, None], slice(None), positions)
+    # Advanced indices around a slice put [B, T] first: assign [B, T, kv_heads, head_dim].
+    k_all[idx] = k_new.transpose(1, 2).to(k_all.dtype)
+    v_all[idx] = v_new.transpose(1, 2).to(v_all.dtype)
+
+
 class KVCache:
-    """Keys and values for `num_slots` sequences of up to `max_len` tokens.
+    """Keys and values for `num_slots` sequences of up to `max_len` tokens; sequence i of a batch
+    lives in row i (the engine's slot views, codegemma.infer.kv, map requests to rows).
 
     k, v: one tensor per layer, each [slots, kv_heads, max_len, head_dim]. Position p of a sequence
     lives at index p, so a slot's cached prefix can be reused by any request whose prompt starts
@@ -24,27 +34,14 @@ class KVCache:
         self.num_slots = num_slots
         self.max_len = max_len
 
-    def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor,
-               slots: torch.Tensor | None = None, kv_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k_new/v_new [B, kv_heads, T, head_dim] at `positions` [B, T] of rows `slots` [B].
-
-        Returns the cache rows of these slots, [B, kv_heads, kv_len or max_len, head_dim]: only the
-        first kv_len positions are gathered, so a decode step copies the context, not the whole cache.
-        """
-        k_all, v_all = self.k[layer], self.v[layer]
-        if slots is None:
-            rows = torch.arange(k_new.shape[0], device=k_all.device)
-        else:
-            rows = slots
-        idx = (rows[:, None], slice(None), positions)
-        # Advanced indices around a slice put [B, T] first: assign [B, T, kv_heads, head_dim].
-        k_all[idx] = k_new.transpose(1, 2).to(k_all.dtype)
-        v_all[idx] = v_new.transpose(1, 2).to(v_all.dtype)
-        if kv_len is not None and kv_len < self.max_len:
-            k_all, v_all = k_all[:, :, :kv_len], v_all[:, :, :kv_len]
-        if slots is None and k_new.shape[0] == self.num_slots:
-            return k_all, v_all  # every row in order: no gather needed
-        return k_all[rows], v_all[rows]
+    def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor,
+               positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k_new/v_new [B, kv_heads, T, head_dim] of sequence i at `positions` [B, T] of row i;
+        returns rows 0..B-1, [B, kv_heads, max_len, head_dim]."""
+        b = k_new.shape[0]
+        rows = torch.arange(b, device=self.k[layer].device)
+        write_rows(self.k[layer], self.v[layer], k_new, v_new, positions, rows)
+        return self.k[layer][:b], self.v[layer][:b]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))

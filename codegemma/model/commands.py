@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from codegemma.fim.format import MODES
+
 import argparse
 
 
@@ -28,6 +30,8 @@ def register(subparsers) -> None:
     e.add_argument("--chat", action="store_true",
                    help="Modelfile template with Gemma chat turns (for -it models); default: FIM + raw prompt")
     e.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (trusted files only)")
+    e.add_argument("--fim-mode", choices=MODES, default="psm",
+                   help="FIM order of the Modelfile template: psm (CodeGemma's) or spm (suffix first)")
     e.set_defaults(func=_run_export)
 
 
@@ -54,6 +58,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from codegemma.models import resolve_model
 
     gguf_path, modelfile = export_gguf(resolve_model(args.model), args.gguf, dtype=args.dtype,
-                                      allow_pickle=args.allow_pickle, chat=args.chat)
+                                      allow_pickle=args.allow_pickle, chat=args.chat,
+                                      fim_mode=args.fim_mode)
     print(f"wrote {gguf_path} and {modelfile} (ollama create NAME -f {modelfile})")
     return 0

@@ -35,16 +35,6 @@ _LAYER_NAMES = {
     "mlp.down_proj.weight": "ffn_down.weight",
 }
 
-MODELFILE_TEMPLATE_PT = (
-    '{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>\n'
-    '{{- else }}{{ .Prompt }}\n{{- end }}')
-MODELFILE_TEMPLATE_IT = (
-    '{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>\n'
-    '{{- else }}{{- range .Messages }}<start_of_turn>{{ if eq .Role "user" }}user{{ else }}model{{ end }}\n'
-    '{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n{{- end }}')
-STOP_TEXTS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_separator|>", "<end_of_turn>", "<eos>")
-
-
 def gguf_tensor_name(name: str) -> str:
     if name == "embed_tokens.weight":
         return "token_embd.weight"
@@ -128,7 +118,7 @@ def _why_not_spm_shaped(tj: dict) -> str | None:
 
 
 def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16",
-                allow_pickle: bool = False, chat: bool = False) -> tuple[Path, Path]:
+                allow_pickle: bool = False, chat: bool = False, fim_mode: str = "psm") -> tuple[Path, Path]:
     """Write OUT.gguf and a Modelfile next to it; returns both paths. Written atomically."""
     try:
         import gguf
@@ -208,7 +198,7 @@ def export_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, dtype
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    modelfile = write_modelfile(out, chat=chat)
+    modelfile = write_modelfile(out, chat=chat, mode=fim_mode)
     return out, modelfile
 
 
@@ -245,15 +235,12 @@ def _add_tokenizer(writer, model_dir: Path, pieces, scores, types, config) -> No
             writer.add_chat_template(template)
 
 
-def write_modelfile(gguf_path: Path, chat: bool = False) -> Path:
-    """An Ollama Modelfile next to the GGUF: FIM template with .Suffix, CodeGemma stop tokens."""
-    template = MODELFILE_TEMPLATE_IT if chat else MODELFILE_TEMPLATE_PT
-    lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{template}"""']
-    lines += [f'PARAMETER stop "{s}"' for s in STOP_TEXTS]
+def write_modelfile(gguf_path: Path, chat: bool = False, mode: str = "psm") -> Path:
+    """An Ollama Modelfile next to the GGUF: the FIM template of `mode` (codegemma.fim.templates),
+    the CodeGemma stop texts."""
+    from codegemma.atomic import atomic_write_text
+    from codegemma.fim.templates import modelfile
+
     path = gguf_path.with_name("Modelfile")
-    fd, tmp = tempfile.mkstemp(prefix=".Modelfile.", dir=gguf_path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, modelfile(f"./{gguf_path.name}", mode, chat))
     return path

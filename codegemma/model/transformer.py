@@ -33,8 +33,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)  # the pre-MLP norm
         self.mlp = GeGLU(config.hidden_size, config.intermediate_size)
 
-    def forward(self, x, cos, sin, positions, cache=None, slots=None, attn_mask=None, kv_len=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, cache, slots, attn_mask, kv_len)
+    def forward(self, x, cos, sin, positions, cache=None, attn_mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, cache, attn_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -50,10 +50,15 @@ class Gemma(nn.Module):
                              for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64)}
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
-                cache: KVCache | None = None, slots: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, kv_len: int | None = None,
-                return_hidden: bool = False) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, V] (or final hidden states [B, T, H] with return_hidden)."""
+                cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, V]. `positions` [B, T] drive RoPE (default 0..T-1);
+        `cache` is written and read (see Attention.forward); `attn_mask` replaces the causal mask."""
+        return self.logits(self.hidden_states(tokens, positions, cache, attn_mask))
+
+    def hidden_states(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+                      cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final normed hidden states [B, T, H]: what the output head reads. Callers that need
+        logits for a few positions only (a prompt's last token; a chunked training loss) use this."""
         b, t = tokens.shape
         if positions is None:
             positions = torch.arange(t, device=tokens.device).expand(b, t)
@@ -64,11 +69,8 @@ class Gemma(nn.Module):
         x = x * self._normalizers[x.dtype]
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin, positions, cache, slots, attn_mask, kv_len)
-        x = self.norm(x)
-        if return_hidden:
-            return x
-        return self.logits(x)
+            x = layer(x, cos, sin, positions, cache, attn_mask)
+        return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.embed_tokens.weight)  # tied output head, no soft-capping

@@ -19,32 +19,36 @@ except ImportError:          # serving machines may not have scipy: the fallback
 
 
 class Graph:
-    """A directed graph; distances treat edges as undirected with unit length."""
+    """A directed graph; distances count edges of unit length, undirected unless asked."""
 
     def __init__(self, n: int, src: np.ndarray, dst: np.ndarray):
         self.n = int(n)
         self.src = np.asarray(src, dtype=np.int64)
         self.dst = np.asarray(dst, dtype=np.int64)
         self._csr = None
-        self._adj: list[list[int]] | None = None
+        self._adj: dict[bool, list[list[int]]] = {}
         if csr_matrix is not None:
             self._csr = csr_matrix((np.ones(self.src.size), (self.src, self.dst)), shape=(self.n, self.n))
 
-    def distances_from(self, source: int) -> np.ndarray:
-        """float64 [n]: undirected hop counts from `source` (inf where unreachable)."""
+    def distances_from(self, source: int, directed: bool = False) -> np.ndarray:
+        """float64 [n]: hop counts from `source` (inf where unreachable), along edges src -> dst
+        only when `directed`."""
         if self._csr is not None:
-            return shortest_path(self._csr, directed=False, unweighted=True, indices=int(source))
-        if self._adj is None:
-            self._adj = [[] for _ in range(self.n)]
+            return shortest_path(self._csr, directed=directed, unweighted=True, indices=int(source))
+        if directed not in self._adj:
+            adj = [[] for _ in range(self.n)]
             for a, b in zip(self.src.tolist(), self.dst.tolist()):
-                self._adj[a].append(b)
-                self._adj[b].append(a)
+                adj[a].append(b)
+                if not directed:
+                    adj[b].append(a)
+            self._adj[directed] = adj
+        adj = self._adj[directed]
         dist = np.full(self.n, np.inf)
         dist[source] = 0
         queue = deque([int(source)])
         while queue:
             u = queue.popleft()
-            for v in self._adj[u]:
+            for v in adj[u]:
                 if dist[v] == np.inf:
                     dist[v] = dist[u] + 1
                     queue.append(v)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .algorithms import Graph
-from .imports import TOP_LINES, Import, extract_imports
+from .imports import TOP_LINES, Import, ImportParser, header_end
 from .languages import language_of, module_keys
 
 
@@ -132,36 +132,33 @@ class DependencyGraph:
         return [p for p in self.paths if p in seen]
 
 
-def _count_uses(text: str, name: str, header_end: int) -> int:
+def _count_uses(text: str, name: str, start: int) -> int:
     if not name or len(name) < 2:
         return 0
-    return text.count(name, header_end)
+    return text.count(name, start)
 
 
-def build_graph(files: dict[str, str], top_lines: int = TOP_LINES, package: str | None = None) -> DependencyGraph:
+def build_graph(files: dict[str, str], top_lines: int = TOP_LINES, package: str | None = None,
+                imports: ImportParser | None = None) -> DependencyGraph:
     """The import graph of one repository (`files`: path -> text), with cycles broken.
 
-    `package`: the import name of the repository root if it is a package (see PathIndex)."""
+    `package`: the import name of the repository root if it is a package (see PathIndex).
+    `imports`: the parser to use (one is made when not given; reuse one across repositories)."""
     index = PathIndex(files, package)
+    parser = imports or ImportParser()
     edges: dict[tuple[str, str], float] = defaultdict(float)
     for path in index.paths:
         text = files[path]
-        imports = extract_imports(path, text, top_lines)
-        if not imports:
+        found = parser.imports(path, text, top_lines)
+        if not found:
             continue
-        header_end = 0
-        for _ in range(top_lines):
-            nxt = text.find("\n", header_end)
-            if nxt < 0:
-                header_end = len(text)
-                break
-            header_end = nxt + 1
-        for imp in imports:
+        end = header_end(text, top_lines)
+        for imp in found:
             targets, match_len = index.resolve(path, imp)
             if not targets:
                 continue
             confidence = 1.0 if imp.relative else min(match_len, 3) / 3.0
-            uses = _count_uses(text, imp.name, header_end)
+            uses = _count_uses(text, imp.name, end)
             weight = confidence * (1.0 + math.log2(1 + uses)) / len(targets)
             for t in targets:
                 if t != path:

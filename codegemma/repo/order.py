@@ -21,6 +21,7 @@ import numpy as np
 
 from .algorithms import Graph
 from .graph import DependencyGraph, build_graph, implementation_for_test
+from .imports import ImportParser
 
 
 def dependency_order(graph: DependencyGraph) -> list[str]:
@@ -94,11 +95,11 @@ def place_tests(order: list[str], movable: set[str]) -> list[str]:
 
 
 def order_repository(files: dict[str, str], graph: DependencyGraph | None = None,
-                     package: str | None = None) -> list[str]:
+                     package: str | None = None, imports: ImportParser | None = None) -> list[str]:
     """The packing order of a repository's files (`files`: path -> text).
 
-    `package`: the import name of the repository root when it is a package (build_graph)."""
-    graph = graph or build_graph(files, package=package)
+    `package`, `imports`: as for build_graph (the repository root's import name; the parser)."""
+    graph = graph or build_graph(files, package=package, imports=imports)
     dep = dependency_order(graph)
     in_graph = set(dep)
     lexical = sorted(p for p in files if p not in in_graph)

@@ -100,7 +100,7 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 
 def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None = None,
                  max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
-                 model_name: str | None = None, fim_mode: str = "psm") -> Backend:
+                 model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
     from pathlib import Path
 
@@ -108,8 +108,13 @@ def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None
 
     # warmup: compile/capture the decode step for every batch size before the first request
     # (a no-op on CPU), so no editor keystroke waits for torch.compile.
+    if decode is None:  # a server lives long: compiling once for the fastest decode step pays off
+        import torch
+
+        on_gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        decode = "compile" if on_gpu else "eager"
     cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
-              max_queue=max_queue, warmup=True)
+              max_queue=max_queue, warmup=True, decode=decode)
     engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
     name = model_name or Path(model_dir).resolve().name
     return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode)

@@ -3,8 +3,9 @@
 The server has no generation logic: prompts are rendered by codegemma.fim (format, truncate) and
 run by the engine. This module turns a protocol request into engine calls:
 
-- `Backend.fim_prompt / text_prompt / chat_prompt` -> `Prepared` (token ids that fit the context
-  together with the tokens to generate; `truncated` tells whether anything was cut).
+- `Backend.fim_prompt / text_prompt / token_prompt / chat_prompt` -> a `Prompt` from the one
+  prompt builder (codegemma.fim.prompt: ids that fit the context together with the tokens to
+  generate, and what was cut); its errors become 400s.
 - `Backend.start(prepared, params)` -> `Generation` (a submitted request; 429 when the queue is full).
 - `Generation.deltas()` streams text and cancels the engine request when the consumer stops early
   (client disconnect, n_indent cut, ...); `Generation.run(request)` waits for the whole text and
@@ -21,22 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
-from codegemma.fim.format import BOS, render_chat
-from codegemma.fim.truncate import FittedPrompt, fit_fim, fit_text
+from codegemma.fim.prompt import Prompt, PromptBuilder, PromptError
 from codegemma.serve.errors import APIError
 from codegemma.serve.metrics import ServerMetrics
 
 log = logging.getLogger("codegemma.serve")
 
 DISCONNECT_POLL_S = 0.2  # how often a non-streaming request checks that its client is still there
-
-
-@dataclass(frozen=True)
-class Prepared:
-    ids: list[int]  # what the engine runs, BOS included
-    max_new_tokens: int  # the request's limit, capped so prompt + generation fit the context
-    truncated: bool
-    n_ctx: int  # the context this request was fitted into
 
 
 class ClientGone(Exception):
@@ -52,17 +44,16 @@ class Backend:
 
     def __init__(self, engine, tokenizer, model_name: str, config=None, model_dir: str | None = None,
                  fim_mode: str = "psm"):
-        if fim_mode not in ("psm", "spm"):
-            raise ValueError(f"unknown FIM mode {fim_mode!r}; use 'psm' or 'spm'")
         self.engine = engine
-        # the order every infill request is rendered in: the IDE APIs carry no mode, so it is the
-        # server's (PSM for CodeGemma; codegemma-nano completes better from SPM prompts)
-        self.fim_mode = fim_mode
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.config = config
         self.model_dir = model_dir
         self.n_ctx = int(engine.max_seq_len)
+        # fim_mode: the order every infill request is rendered in: the IDE APIs carry no mode, so it
+        # is the server's (PSM for CodeGemma; codegemma-nano completes better from SPM prompts)
+        self.prompts = PromptBuilder(tokenizer, self.n_ctx, fim_mode)
+        self.fim_mode = self.prompts.fim_mode
         self.in_flight = 0  # Generations started and not yet closed (touched on the event loop only)
         # Threads that wait for whole completions (cheap: blocked on an Event); see Generation.run.
         # One per request the engine can hold (running + queued), plus a few for n > 1 fan-out.
@@ -71,77 +62,38 @@ class Backend:
         self.metrics = ServerMetrics(engine.stats, lambda: self.in_flight)
         self.created = int(time.time())
 
-    # ---- prompts --------------------------------------------------------------------------------
-    def _limits(self, max_new_tokens: int | None, n_ctx: int | None) -> tuple[int, int, int]:
-        """(context, tokens to generate, prompt budget without BOS) for one request.
-
-        None or -1 means "as many as fit". The prompt always keeps at least half of the context,
-        so a huge limit is capped rather than starving the prompt.
-        """
-        ctx = self.n_ctx if not n_ctx or n_ctx <= 0 else min(int(n_ctx), self.n_ctx)
-        want = ctx if max_new_tokens is None or max_new_tokens < 0 else int(max_new_tokens)
-        reserve = min(want, ctx // 2)
-        return ctx, want, ctx - reserve - 1
-
-    def _prepared(self, fitted: FittedPrompt, want: int, ctx: int, bos: bool = True) -> Prepared:
-        ids = [self.tokenizer.bos_id, *fitted.ids] if bos else list(fitted.ids)
-        if fitted.truncated:
+    # ---- prompts (built by codegemma.fim.prompt; its errors are the client's: 400) -------------
+    def _build(self, method, *args, **kwargs) -> Prompt:
+        try:
+            prompt = method(*args, **kwargs)
+        except PromptError as exc:
+            raise APIError(400, str(exc)) from None
+        if prompt.truncated:
             self.metrics.truncated.inc()
-        return Prepared(ids, max(0, min(want, ctx - len(ids))), fitted.truncated, ctx)
+        return prompt
 
     def fim_prompt(self, prefix: str, suffix: str, *, max_new_tokens: int | None, path: str | None = None,
-                   context: Sequence[tuple[str, str]] = (), middle: str = "",
-                   n_ctx: int | None = None) -> Prepared:
+                   context: Sequence[tuple[str, str]] = (), middle: str = "", n_ctx: int | None = None) -> Prompt:
         if not self.tokenizer.has_fim:
             raise APIError(501, "infill is not supported by this model: its tokenizer has no "
                                 "<|fim_prefix|>/<|fim_suffix|>/<|fim_middle|> tokens; serve a CodeGemma model")
-        ctx, want, budget = self._limits(max_new_tokens, n_ctx)
-        try:
-            fitted = fit_fim(self.tokenizer, prefix, suffix, budget, mode=self.fim_mode, path=path,
-                             context=context, middle=middle)
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from None
-        return self._prepared(fitted, want, ctx)
+        return self._build(self.prompts.fim, prefix, suffix, path=path, context=context, middle=middle,
+                           max_new_tokens=max_new_tokens, n_ctx=n_ctx)
 
-    def text_prompt(self, text: str, *, max_new_tokens: int | None, n_ctx: int | None = None) -> Prepared:
+    def text_prompt(self, text: str, *, max_new_tokens: int | None, n_ctx: int | None = None) -> Prompt:
         """A prompt used verbatim (special-token texts in it become control tokens)."""
-        bos = not text.startswith(BOS)
-        ctx, want, budget = self._limits(max_new_tokens, n_ctx)
-        try:
-            fitted = fit_text(self.tokenizer, text, budget + (0 if bos else 1))
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from None
-        return self._prepared(fitted, want, ctx, bos=bos)
+        return self._build(self.prompts.text, text, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
 
-    def token_prompt(self, ids: Sequence[int], *, max_new_tokens: int | None, n_ctx: int | None = None) -> Prepared:
+    def token_prompt(self, ids: Sequence[int], *, max_new_tokens: int | None, n_ctx: int | None = None) -> Prompt:
         """Token ids sent by the client, run as given (the start is dropped if they do not fit)."""
-        vocab = self.tokenizer.vocab_size
-        bad = [i for i in ids if not 0 <= i < vocab]
-        if bad:
-            raise APIError(400, f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})", "prompt")
-        ctx, want, budget = self._limits(max_new_tokens, n_ctx)
-        kept = list(ids)[-(budget + 1):]
-        fitted = FittedPrompt("", kept, len(kept) < len(ids))
-        return self._prepared(fitted, want, ctx, bos=False)
+        return self._build(self.prompts.tokens, ids, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
 
     def chat_prompt(self, messages: list[dict[str, str]], *, max_new_tokens: int | None,
-                    n_ctx: int | None = None) -> Prepared:
-        """Gemma's chat template. System messages join the first user turn (Gemma has no system
-        role) and consecutive turns of one role are merged, so common clients work unchanged."""
-        turns = normalize_messages(messages)
-        try:
-            text = render_chat(turns)
-        except ValueError as exc:
-            raise APIError(400, f"messages: {exc}", "messages") from None
-        ctx, want, budget = self._limits(max_new_tokens, n_ctx)
-        ids = self.tokenizer.encode(text)  # render_chat writes <bos> itself
-        if len(ids) > budget + 1:
-            raise APIError(400, f"the conversation is {len(ids)} tokens, more than the {budget + 1} that fit "
-                                f"in the context of {ctx} tokens with room to answer; shorten it", "messages")
-        return self._prepared(FittedPrompt(text, ids, False), want, ctx, bos=False)
+                    n_ctx: int | None = None) -> Prompt:
+        return self._build(self.prompts.chat, messages, max_new_tokens=max_new_tokens, n_ctx=n_ctx)
 
     # ---- running --------------------------------------------------------------------------------
-    def sampling(self, prepared: Prepared, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+    def sampling(self, prepared: Prompt, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
                  max_time_ms: float | None = None):
         """SamplingParams for `prepared`. The CodeGemma stop tokens (FIM sentinels, file separator,
@@ -159,7 +111,7 @@ class Backend:
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
 
-    def start(self, prepared: Prepared, params) -> "Generation":
+    def start(self, prepared: Prompt, params) -> "Generation":
         from codegemma.infer.requests import QueueFullError
 
         try:
@@ -172,7 +124,7 @@ class Backend:
                            headers={"Retry-After": "1"}) from None
         return Generation(self, handle, prepared)
 
-    def start_all(self, jobs: Sequence[tuple[Prepared, Any]]) -> list["Generation"]:
+    def start_all(self, jobs: Sequence[tuple[Prompt, Any]]) -> list["Generation"]:
         """Submit several requests; if one is refused, cancel those already submitted."""
         gens: list[Generation] = []
         try:
@@ -184,7 +136,7 @@ class Backend:
             raise
         return gens
 
-    async def warm(self, prepared: Prepared, request=None):
+    async def warm(self, prepared: Prompt, request=None):
         """Evaluate the prompt into the prefix cache only (llama.cpp n_predict=0). This is what
         engine.warm() does, submitted without blocking: a full queue answers 429 rather than
         holding a thread. Returns the Completion (prompt_tokens = tokens now cached)."""
@@ -204,7 +156,7 @@ class Backend:
 class Generation:
     """One submitted engine request, seen from the server."""
 
-    def __init__(self, backend: Backend, handle, prepared: Prepared):
+    def __init__(self, backend: Backend, handle, prepared: Prompt):
         self.backend = backend
         self.handle = handle
         self.prepared = prepared
@@ -360,26 +312,3 @@ async def merge_deltas(gens: list[Generation]) -> AsyncIterator[tuple[int, str |
         await asyncio.gather(*tasks, return_exceptions=True)
         for g in gens:
             g.cancel()
-
-
-def normalize_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """System text into the first user turn; consecutive turns of one role merged."""
-    system = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"])
-    turns: list[dict[str, str]] = []
-    for m in messages:
-        role = m["role"]
-        if role in ("system", "developer"):
-            continue
-        role = "assistant" if role in ("assistant", "model") else role
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"] += "\n\n" + m["content"]
-        else:
-            turns.append({"role": role, "content": m["content"]})
-    if system:
-        if turns and turns[0]["role"] == "user":
-            turns[0]["content"] = system + "\n\n" + turns[0]["content"]
-        else:
-            turns.insert(0, {"role": "user", "content": system})
-    if not turns:
-        raise APIError(400, "messages: at least one user message is required", "messages")
-    return turns

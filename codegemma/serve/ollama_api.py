@@ -1,9 +1,8 @@
 """Ollama-compatible routes: /api/generate (FIM through `suffix`), /api/chat, /api/tags, /api/show,
 /api/ps, /api/version and the `GET /` probe.
 
-The served model behaves like Ollama's `codegemma` model with this template (reported by
-/api/show, which is how Continue decides that FIM works):
-    {{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>{{- else }}{{ .Prompt }}{{- end }}
+The served model behaves like Ollama's `codegemma` model with the template of the server's FIM
+order (codegemma.fim.templates; /api/show reports it, which is how Continue decides that FIM works),
 so `{prompt, suffix}` is a FIM request and a prompt without suffix (or with raw=true) runs verbatim.
 Streams are NDJSON (default stream=true); durations are nanoseconds. Any model name is accepted
 (one model is served); a missing `model` is a 400, as in Ollama.
@@ -21,14 +20,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from codegemma.fim.format import STOP_TEXTS
+from codegemma.fim.templates import modelfile, ollama_template, parameters_text
 from codegemma.serve.backend import Backend, ClientGone, guarded_stream
 from codegemma.serve.errors import OLLAMA, APIError, error_body, parse_body
 
 # The Ollama API version whose shapes this module follows (clients gate features on it).
 OLLAMA_API_VERSION = "0.6.3"
-CODEGEMMA_TEMPLATE = ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}"
-                      "<|fim_middle|>{{- else }}{{ .Prompt }}{{- end }}")
 # The model's "Modelfile" defaults: greedy and no repeat penalty, as the CodeGemma GGUF card asks
 # (Ollama's own defaults, temperature 0.8 and repeat_penalty 1.1, hurt code completion).
 DEFAULT_OPTIONS = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "repeat_penalty": 1.0}
@@ -212,8 +209,7 @@ def build_router(backend: Backend) -> APIRouter:
         if not isinstance(name, str) or not name:
             raise APIError(400, "model is required", "model")
         cfg = backend.config
-        parameters = "\n".join([f'stop "{s}"' for s in STOP_TEXTS]
-                               + [f"{k} {v}" for k, v in DEFAULT_OPTIONS.items()])
+        template = ollama_template(backend.fim_mode)
         info = {"general.architecture": "gemma", "gemma.context_length": backend.n_ctx}
         if cfg is not None:
             info.update({"general.parameter_count": cfg.num_parameters() if hasattr(cfg, "num_parameters") else 0,
@@ -221,10 +217,10 @@ def build_router(backend: Backend) -> APIRouter:
                          "gemma.block_count": getattr(cfg, "num_hidden_layers", 0),
                          "gemma.attention.head_count": getattr(cfg, "num_attention_heads", 0),
                          "gemma.attention.head_count_kv": getattr(cfg, "num_key_value_heads", 0)})
-        modelfile = f"FROM {backend.model_dir or backend.model_name}\nTEMPLATE \"\"\"{CODEGEMMA_TEMPLATE}\"\"\"\n" + \
-            "".join(f"PARAMETER {line}\n" for line in parameters.splitlines())
-        return {"license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms)", "modelfile": modelfile,
-                "parameters": parameters, "template": CODEGEMMA_TEMPLATE, "details": details(),
+        return {"license": "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+                "modelfile": modelfile(backend.model_dir or backend.model_name, backend.fim_mode,
+                                       parameters=DEFAULT_OPTIONS),
+                "parameters": parameters_text(DEFAULT_OPTIONS), "template": template, "details": details(),
                 "model_info": info, "capabilities": ["completion", "insert"],
                 "modified_at": model_entry(name)["modified_at"]}
 

@@ -22,6 +22,8 @@ class Tokenizer:
         self._tok = backend
         self._sp = sp
         self.source = source
+        self._plain = None  # see _plain_backend
+        self._max_piece_chars: int | None = None
         self._ids: dict[str, int] = {}
         for name, tok in SPECIAL_TOKENS.items():
             tid = self._piece_to_id(tok.text)
@@ -134,35 +136,70 @@ class Tokenizer:
         return self._sp.GetPieceSize()
 
     @property
+    def max_piece_chars(self) -> int:
+        """An upper bound on the characters one token decodes to (its piece's length): a text of
+        C characters has at least C / max_piece_chars tokens, which lets callers cut huge texts
+        before encoding them."""
+        if self._max_piece_chars is None:
+            if self._tok is not None:
+                pieces = self._tok.get_vocab(with_added_tokens=True)
+            else:
+                pieces = (self._sp.IdToPiece(i) for i in range(self._sp.GetPieceSize()))
+            self._max_piece_chars = max(1, max((len(p) for p in pieces), default=1))
+        return self._max_piece_chars
+
+    @property
     def backend(self):
         """The underlying tokenizers.Tokenizer (None for SentencePiece)."""
         return self._tok
 
     # ---- encode / decode -----------------------------------------------------------------------
-    def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        """Special-token texts inside `text` become their control tokens (as transformers does)."""
-        if self._tok is not None:
-            ids = self._tok.encode(text, add_special_tokens=False).ids
-        else:
-            ids = self._sp_encode(text)
-        return [self.bos_id, *ids] if add_bos else ids
+    def encode(self, text: str, add_bos: bool = False, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`.
 
-    def encode_batch(self, texts: Sequence[str], add_bos: bool = False) -> list[list[int]]:
+        parse_special=True: special-token texts inside `text` become their control tokens (as
+        transformers does; for prompts written by us). parse_special=False: all of `text` is plain
+        text, so `<eos>` or `<|fim_middle|>` written in a source file or sent by a client stay
+        characters (llama.cpp's parse_special); use it for anything that is data, not structure.
+        """
+        return self.encode_batch([text], add_bos, parse_special)[0]
+
+    def encode_batch(self, texts: Sequence[str], add_bos: bool = False,
+                     parse_special: bool = True) -> list[list[int]]:
         if self._tok is not None:
-            out = [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+            tok = self._tok if parse_special else self._plain_backend()
+            out = [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
         else:
-            out = [self._sp_encode(t) for t in texts]
+            out = [self._sp_encode(t, parse_special) for t in texts]
         return [[self.bos_id, *ids] for ids in out] if add_bos else out
 
-    def _sp_encode(self, text: str) -> list[int]:
+    def _plain_backend(self):
+        """A copy of the tokenizers backend that matches no added token: every added token is
+        marked special and special tokens are encoded as text (built once, never mutated after)."""
+        if self._plain is None:
+            from tokenizers import AddedToken
+            from tokenizers import Tokenizer as HFTokenizer
+
+            plain = HFTokenizer.from_str(self._tok.to_str())
+            added = [t.content for t in plain.get_added_tokens_decoder().values()]
+            plain.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added])
+            plain.encode_special_tokens = True
+            self._plain = plain
+        return self._plain
+
+    def _sp_encode(self, text: str, parse_special: bool = True) -> list[int]:
         if self._special_re is None:
             return self._sp.EncodeAsIds(text)
         ids: list[int] = []
         for part in self._special_re.split(text):
             if not part:
                 continue
-            tid = self._piece_to_id(part) if self._special_re.fullmatch(part) else None
-            ids.extend([tid] if tid is not None else self._sp.EncodeAsIds(part))
+            if not self._special_re.fullmatch(part):
+                ids.extend(self._sp.EncodeAsIds(part))
+            elif parse_special:
+                ids.append(self._piece_to_id(part))
+            else:  # as characters: split so that no user-defined piece can match the whole text
+                ids.extend(self._sp.EncodeAsIds(part[:1]) + self._sp.EncodeAsIds(part[1:]))
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:

@@ -52,13 +52,14 @@ class PackedRows:
 class ChatRows:
     """Chat examples rendered with the chat template and packed in order into rows.
 
-    Each example is tokenized segment by segment (`render_chat_segments` splits at turn markers,
-    so the pieces tokenize as the whole does) and marked model / not model per token.
+    Each example is tokenized by `codegemma.fim.prompt.chat_ids`, the builder inference uses too
+    (turn markers are control tokens, message texts plain text), and marked model / not model
+    per token.
     An example longer than a row is cut at the row's end.
     """
 
     def __init__(self, path: str | Path, tokenizer, seq_len: int):
-        from codegemma.fim.format import render_chat_segments
+        from codegemma.fim.prompt import chat_ids
 
         path = Path(path)
         if not path.is_file():
@@ -77,8 +78,11 @@ class ChatRows:
                     raise ValueError(f"{path}:{lineno}: expected a JSON object with a \"messages\" list") from None
                 ids: list[int] = []
                 mask: list[bool] = []
-                for text, is_model in render_chat_segments(messages):
-                    piece = tokenizer.encode(text)
+                try:
+                    segments = chat_ids(tokenizer, messages)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise ValueError(f"{path}:{lineno}: {exc}") from None
+                for piece, is_model in segments:
                     ids += piece
                     mask += [bool(is_model)] * len(piece)
                 if len(ids) > seq_len:

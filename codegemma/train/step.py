@@ -24,7 +24,7 @@ class CausalLMLoss(nn.Module):
         self.compile_loss = compile_loss
 
     def forward(self, tokens, labels, positions=None, attn_mask=None, scale: float = 1.0) -> torch.Tensor:
-        hidden = self.model(tokens, positions, attn_mask=attn_mask, return_hidden=True)  # [B,T,H]
+        hidden = self.model.hidden_states(tokens, positions, attn_mask=attn_mask)  # [B,T,H]
         return linear_cross_entropy(hidden, self.model.embed_tokens.weight, labels, scale, self.loss_chunk,
                                     self.compile_loss)
 

@@ -9,6 +9,13 @@ import pytest
 from codegemma.eval.generate import generate_samples, load_done, postprocess, prompt_for
 from codegemma.eval.registry import get_benchmark
 from codegemma.fim.format import render_fim
+from codegemma.fim.prompt import PromptBuilder
+from codegemma.models import resolve_model
+from codegemma.tokenizer import Tokenizer
+
+
+def _builder():
+    return PromptBuilder(Tokenizer.load(resolve_model(None)), 2048)
 
 
 class EchoModel:
@@ -16,18 +23,23 @@ class EchoModel:
 
     def __init__(self, text):
         self.text, self.calls = text, []
+        self.prompts = _builder()
 
-    def generate(self, prompts, max_new_tokens, temperature, seed, stop):
+    def run(self, prompts, max_new_tokens, temperature, seed, stop):
         self.calls.append((list(prompts), seed, list(stop)))
         return [self.text for _ in prompts]
 
 
 def test_prompts_and_stop_rules(data_dir):
+    builder, tok = _builder(), _builder().tokenizer
     he, single = get_benchmark("humaneval"), get_benchmark("humaneval-infill-single")
     p = he.problems(data_dir)[0]
-    assert prompt_for(he, p) == p.prompt
+    assert prompt_for(builder, he, p).ids == tok.encode(p.prompt, add_bos=True)
     q = single.problems(data_dir)[0]
-    assert prompt_for(single, q) == render_fim(q.prompt, q.suffix)
+    for mode in ("psm", "spm"):
+        got = prompt_for(builder, single, q, mode, max_new_tokens=64)
+        assert got.ids == tok.encode(render_fim(q.prompt, q.suffix, mode=mode), add_bos=True)
+        assert got.max_new_tokens == 64
     assert postprocess(he, "    return 1\n\ndef other():\n    pass") == "    return 1\n"
     assert postprocess(he, "    x = 1\n# trailing\n") == "    x = 1"
     assert postprocess(single, "    y = 2\n    z = 3\n") == "    y = 2\n"

@@ -52,6 +52,17 @@ def loaded(model_dir):
     return model, Tokenizer.load(model_dir)
 
 
+PROMPT_TEXTS = ["def add(a, b):\n", "import os\nimport sys\n\n\nclass Greeter:\n    def __init__(self, name):",
+                "x", "for i in range(10):\n    print(add(i, i * 2))\n"]
+
+
+@pytest.fixture(scope="session")
+def P(loaded):
+    """PROMPT_TEXTS as the ids the engine runs (<bos> first): the engine takes ids only."""
+    _, tok = loaded
+    return [tok.encode(t, add_bos=True) for t in PROMPT_TEXTS]
+
+
 @pytest.fixture
 def make_engine(loaded):
     from codegemma.infer.engine import Engine

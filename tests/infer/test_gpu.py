@@ -25,7 +25,7 @@ def _model(kv_heads: int, seed: int = 0):
 
 
 def _run(model, tok, mode, prompts, params):
-    with Engine(model, tok, max_slots=4, max_seq_len=1024, compile=mode, warmup=mode != "eager",
+    with Engine(model, tok, max_slots=4, max_seq_len=1024, decode=mode, warmup=mode != "eager",
                 compile_prefill=mode == "compile") as engine:
         assert engine.stats()["cuda_graphs"] == (0 if mode == "eager" else 3)  # batch buckets 1, 2, 4
         handles = [engine.submit(p, sp) for p, sp in zip(prompts, params)]
@@ -74,10 +74,10 @@ def test_speculation_and_fused_weights_match_plain_eager_decoding(small_tokenize
         out += [h.result(timeout=600).token_ids for h in hs]
         return [first] + out
 
-    with Engine(ref_model, tok, max_slots=4, max_seq_len=1024, compile="eager", speculate=0, fuse=False) as ref:
+    with Engine(ref_model, tok, max_slots=4, max_seq_len=1024, decode="eager", speculate=0, fuse=False) as ref:
         want = trace(ref)
     assert not is_fused(ref_model)
-    with Engine(model, tok, max_slots=4, max_seq_len=1024, compile=mode) as engine:
+    with Engine(model, tok, max_slots=4, max_seq_len=1024, decode=mode) as engine:
         got = trace(engine)
         stats = engine.stats()
     assert is_fused(model)

@@ -11,7 +11,6 @@ import torch
 from codegemma.infer.engine import Engine, SamplingParams
 from codegemma.infer.fuse import FusedGeGLU, FusedQKVAttention, fuse_projections, is_fused
 from codegemma.infer.speculate import Drafter, _typed_suggestion
-from tests.infer.test_engine import PROMPTS
 
 
 def _engines(loaded, **kw):
@@ -62,12 +61,12 @@ def test_keystroke_traces_match_plain_greedy_and_count_accepted_drafts(loaded):
         assert s["decode_steps"] < plain.stats()["decode_steps"]
 
 
-def test_repeated_prompt_is_verified_in_one_pass(loaded):
+def test_repeated_prompt_is_verified_in_one_pass(loaded, P):
     _, spec = _engines(loaded, max_slots=1)
     with spec:
-        a = spec.submit(PROMPTS[1], SamplingParams(max_new_tokens=16)).result()
+        a = spec.submit(P[1], SamplingParams(max_new_tokens=16)).result()
         before = spec.stats()
-        b = spec.submit(PROMPTS[1], SamplingParams(max_new_tokens=16)).result()
+        b = spec.submit(P[1], SamplingParams(max_new_tokens=16)).result()
         after = spec.stats()
     assert a.token_ids == b.token_ids and b.completion_tokens == 16
     # first token from the prefill, then 14 drafts confirmed + 1 more token in a single pass
@@ -76,21 +75,21 @@ def test_repeated_prompt_is_verified_in_one_pass(loaded):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 17])
-def test_max_new_tokens_boundaries(loaded, n):
+def test_max_new_tokens_boundaries(loaded, n, P):
     plain, spec = _engines(loaded, max_slots=1)
     with plain, spec:
-        spec.submit(PROMPTS[3], SamplingParams(max_new_tokens=20)).result()  # the draft source
-        want = plain.submit(PROMPTS[3], SamplingParams(max_new_tokens=n)).result()
-        got = spec.submit(PROMPTS[3], SamplingParams(max_new_tokens=n)).result()
+        spec.submit(P[3], SamplingParams(max_new_tokens=20)).result()  # the draft source
+        want = plain.submit(P[3], SamplingParams(max_new_tokens=n)).result()
+        got = spec.submit(P[3], SamplingParams(max_new_tokens=n)).result()
     assert got.token_ids == want.token_ids and got.completion_tokens == n == len(want.token_ids)
     assert got.finish_reason == want.finish_reason == "length"
 
 
-def test_stop_token_and_stop_string_inside_the_draft(loaded):
+def test_stop_token_and_stop_string_inside_the_draft(loaded, P):
     _, tok = loaded
     plain, spec = _engines(loaded, max_slots=1)
     with plain, spec:
-        full = spec.submit(PROMPTS[1], SamplingParams(max_new_tokens=24)).result()  # the draft source
+        full = spec.submit(P[1], SamplingParams(max_new_tokens=24)).result()  # the draft source
         ids = full.token_ids
         k = next(i for i in range(4, 20) if ids[i] not in ids[:i])
         pieces = [tok.decode([t]) for t in ids]
@@ -99,14 +98,14 @@ def test_stop_token_and_stop_string_inside_the_draft(loaded):
         p_str = SamplingParams(max_new_tokens=24, stop=(stop,))
         for e in (plain, spec):
             e.stop_ids.add(ids[k])  # as if it were <eos>: the draft (ids) contains it
-        got_tok, want_tok = (e.submit(PROMPTS[1], SamplingParams(max_new_tokens=24)).result() for e in (spec, plain))
+        got_tok, want_tok = (e.submit(P[1], SamplingParams(max_new_tokens=24)).result() for e in (spec, plain))
         for e in (plain, spec):
             e.stop_ids.discard(ids[k])
-        spec.submit(PROMPTS[1], SamplingParams(max_new_tokens=24)).result()  # full draft source again
+        spec.submit(P[1], SamplingParams(max_new_tokens=24)).result()  # full draft source again
         streamed = []
-        h = spec.submit(PROMPTS[1], p_str)
+        h = spec.submit(P[1], p_str)
         streamed = "".join(ev.text for ev in h.events())
-        got_str, want_str = h.result(), plain.submit(PROMPTS[1], p_str).result()
+        got_str, want_str = h.result(), plain.submit(P[1], p_str).result()
         assert spec.stats()["spec_accepted_tokens"] > 0
     assert got_tok.token_ids == want_tok.token_ids == ids[:k + 1]
     assert got_tok.finish_reason == "stop" and got_tok.stop_token_id == ids[k]
@@ -114,26 +113,26 @@ def test_stop_token_and_stop_string_inside_the_draft(loaded):
     assert got_str.finish_reason == "stop" and got_str.stop_text == stop
 
 
-def test_speculation_in_a_batch_with_other_requests(loaded):
+def test_speculation_in_a_batch_with_other_requests(loaded, P):
     params = [SamplingParams(max_new_tokens=n) for n in (20, 9, 14, 30)]
     params[2] = SamplingParams(max_new_tokens=14, temperature=0.9, top_k=40, seed=7)  # never speculates
     params[3] = SamplingParams(max_new_tokens=30, repetition_penalty=1.3)  # greedy, but penalised
     plain, spec = _engines(loaded, max_slots=3)
     with plain, spec:
-        want = [plain.submit(p, sp).result() for p, sp in zip(PROMPTS, params)]
-        _trace(spec, PROMPTS[:2], SamplingParams(max_new_tokens=20))  # leave drafts in two slots
-        first = spec.submit(PROMPTS[0], params[0])
-        rest = [spec.submit(p, sp) for p, sp in zip(PROMPTS[1:], params[1:])]
+        want = [plain.submit(p, sp).result() for p, sp in zip(P, params)]
+        _trace(spec, P[:2], SamplingParams(max_new_tokens=20))  # leave drafts in two slots
+        first = spec.submit(P[0], params[0])
+        rest = [spec.submit(p, sp) for p, sp in zip(P[1:], params[1:])]
         got = [first.result()] + [h.result() for h in rest]
         assert spec.stats()["spec_accepted_tokens"] > 0
     _same(want, got)
 
 
-def test_sampled_requests_never_speculate(loaded):
+def test_sampled_requests_never_speculate(loaded, P):
     _, spec = _engines(loaded, max_slots=1)
     with spec:
         for _ in range(2):
-            spec.submit(PROMPTS[1], SamplingParams(max_new_tokens=12, temperature=0.8, seed=1)).result()
+            spec.submit(P[1], SamplingParams(max_new_tokens=12, temperature=0.8, seed=1)).result()
         assert spec.stats()["spec_steps"] == 0
 
 
@@ -155,7 +154,7 @@ def test_drafter_sources():
     assert d.draft(4) == []  # backs off after drafts keep failing
 
 
-def test_fused_projections_compute_the_same_model_with_one_copy_of_the_weights(loaded):
+def test_fused_projections_compute_the_same_model_with_one_copy_of_the_weights(loaded, P):
     model, tok = loaded
     fused = copy.deepcopy(model)
     keys = list(fused.state_dict())
@@ -169,7 +168,7 @@ def test_fused_projections_compute_the_same_model_with_one_copy_of_the_weights(l
     assert layer.self_attn.q_proj.weight.data_ptr() == layer.self_attn.qkv_weight.data_ptr()
     assert layer.mlp.up_proj.weight.untyped_storage().data_ptr() == layer.mlp.gate_up_weight.untyped_storage().data_ptr()
     assert sum(p.numel() for p in fused.parameters()) == n_bytes
-    ids = torch.tensor([tok.encode(PROMPTS[1], add_bos=True)])
+    ids = torch.tensor([P[1]])
     with torch.no_grad():
         torch.testing.assert_close(fused(ids), model(ids), atol=1e-4, rtol=1e-4)
         with torch.no_grad():
@@ -178,5 +177,5 @@ def test_fused_projections_compute_the_same_model_with_one_copy_of_the_weights(l
     with Engine(copy.deepcopy(model), tok, max_slots=2, max_seq_len=512, fuse=True) as e, \
             Engine(model, tok, max_slots=2, max_seq_len=512) as ref:
         p = SamplingParams(max_new_tokens=24)
-        assert [c.token_ids for c in e.generate(PROMPTS, p)] == [c.token_ids for c in ref.generate(PROMPTS, p)]
+        assert [c.token_ids for c in e.generate(P, p)] == [c.token_ids for c in ref.generate(P, p)]
     assert not is_fused(model)

@@ -1,6 +1,4 @@
 """Greedy generation: codegemma (model + cache + engine) against transformers, token for token.
-
-The cache test needs only the model and KVCache.
 """
 
 from __future__ import annotations
@@ -8,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codegemma.model.cache import KVCache
 from codegemma.model.checkpoint import load_model, save_model
 from codegemma.model.random_init import init_model_dir
 
@@ -83,7 +80,7 @@ def test_greedy_single_prompt_matches_transformers(cg, hf):
         reference = _hf_greedy(hf, [prompt])[0]
         assert cg.generate(prompt, max_new_tokens=NEW_TOKENS, temperature=0.0) == _expected_text(cg, reference)
         # The same through the engine, token for token.
-        (completion,) = cg.engine.generate([prompt], SamplingParams(max_new_tokens=NEW_TOKENS))
+        (completion,) = cg.engine.generate([cg.prompts.text(prompt).ids], SamplingParams(max_new_tokens=NEW_TOKENS))
         _assert_same_prefix(completion.token_ids, completion.stop_token_id, reference)
 
 
@@ -93,21 +90,7 @@ def test_greedy_batch_of_unequal_lengths_matches_left_padded_transformers(cg, hf
     reference = _hf_greedy(hf, PROMPTS)  # transformers with left padding and an attention mask
     texts = cg.generate(PROMPTS, max_new_tokens=NEW_TOKENS, temperature=0.0)
     assert texts == [_expected_text(cg, ref) for ref in reference]
-    completions = cg.engine.generate(PROMPTS, SamplingParams(max_new_tokens=NEW_TOKENS))
+    completions = cg.engine.generate([cg.prompts.text(p).ids for p in PROMPTS],
+                                     SamplingParams(max_new_tokens=NEW_TOKENS))
     for completion, ref in zip(completions, reference):
         _assert_same_prefix(completion.token_ids, completion.stop_token_id, ref)
-
-
-def test_cached_decoding_equals_uncached_forward(model_dir):
-    model, config = load_model(model_dir, device="cpu")
-    tokens = torch.randint(3, config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        full = model(tokens)  # [2, 24, V], causal, no cache
-        cache = KVCache(config, num_slots=3, max_len=40, dtype=torch.float32)
-        slots = torch.tensor([2, 0])  # not in row order: the slot mapping must be honoured
-        positions = torch.arange(10).expand(2, 10)
-        steps = [model(tokens[:, :10], positions=positions, cache=cache, slots=slots)]
-        for p in range(10, 24):
-            pos = torch.full((2, 1), p)
-            steps.append(model(tokens[:, p:p + 1], positions=pos, cache=cache, slots=slots, kv_len=p + 1))
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)

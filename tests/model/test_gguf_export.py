@@ -83,13 +83,16 @@ def test_16_bit_exports_keep_norms_f32(model_dir, tmp_path, dtype, qtype):
     torch.testing.assert_close(got.reshape(up.shape), up, atol=0, rtol=1e-2)
 
 
-def test_modelfile_has_fim_template_with_suffix(model_dir, tmp_path):
-    _export(model_dir, tmp_path / "out" / "cg.gguf", "f16")
-    text = (tmp_path / "out" / "Modelfile").read_text()
-    assert text.startswith("FROM ./cg.gguf\n")
-    assert "<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>" in text
-    assert 'PARAMETER stop "<|file_separator|>"' in text
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+def test_modelfile_is_fims_for_the_chosen_mode(model_dir, tmp_path):
+    from codegemma.fim.templates import modelfile
+
+    for mode in ("psm", "spm"):
+        out = tmp_path / mode
+        code = main(["export", "--model", str(model_dir), "--gguf", str(out / "cg.gguf"), "--dtype", "f16",
+                     "--fim-mode", mode])
+        assert code == 0
+        assert (out / "Modelfile").read_text() == modelfile("./cg.gguf", mode)
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_gpt2_style_tokenizer_is_refused_clearly(model_dir, tmp_path):

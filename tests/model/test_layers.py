@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from codegemma.model.cache import KVCache
 from codegemma.model.config import PRESETS, GemmaConfig, get_preset
 from codegemma.model.layers import RMSNorm, apply_rope, rope_cos_sin
 from codegemma.model.transformer import Gemma
@@ -43,29 +42,6 @@ def test_embedding_normaliser_is_rounded_to_the_model_dtype():
     m.layers[0].register_forward_pre_hook(lambda mod, args: captured.update(x=args[0]))
     m(torch.tensor([[1]]))
     assert captured["x"].float().unique().item() == 45.25  # sqrt(2048)=45.2548 rounded to bf16
-
-
-def test_cached_decoding_equals_uncached_forward():
-    m = model()
-    tokens = torch.randint(0, 97, (3, 12))
-    full = m(tokens)
-    cache = KVCache(CFG, num_slots=3, max_len=16)
-    pos = torch.arange(12).expand(3, 12)
-    steps = [m(tokens[:, :5], pos[:, :5], cache=cache)]
-    steps += [m(tokens[:, i:i + 1], pos[:, i:i + 1], cache=cache) for i in range(5, 12)]
-    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
-
-
-def test_cache_slots_are_independent_rows():
-    m = model()
-    a, b = torch.randint(0, 97, (1, 6)), torch.randint(0, 97, (1, 4))
-    cache = KVCache(CFG, num_slots=4, max_len=8)
-    out_a = m(a, torch.arange(6)[None], cache=cache, slots=torch.tensor([2]))
-    out_b = m(b, torch.arange(4)[None], cache=cache, slots=torch.tensor([0]))
-    assert torch.allclose(out_a, m(a), atol=1e-5) and torch.allclose(out_b, m(b), atol=1e-5)
-    nxt = m(torch.tensor([[5], [7]]), torch.tensor([[6], [4]]), cache=cache, slots=torch.tensor([2, 0]))
-    assert torch.allclose(nxt[0, -1], m(torch.cat([a, torch.tensor([[5]])], 1))[0, -1], atol=1e-5)
-    assert torch.allclose(nxt[1, -1], m(torch.cat([b, torch.tensor([[7]])], 1))[0, -1], atol=1e-5)
 
 
 def test_attention_mask_separates_packed_documents():

@@ -1,7 +1,6 @@
 """Repository packing order: import chains, cycles, tests beside implementations, context files."""
 
 from codegemma.repo.graph import build_graph, implementation_for_test
-from codegemma.repo.imports import extract_imports
 from codegemma.repo.order import order_repository
 from codegemma.repo.context import related_files
 
@@ -67,21 +66,29 @@ def test_test_name_rules():
     assert implementation_for_test("a/foo.py") is None
 
 
-def test_imports_of_each_language():
-    cases = {
-        "a/x.py": ("import os.path\nfrom .y import z\n", [("os", "path")]),
-        "a/x.ts": ("import { q } from './lib/q';\n", [("a", "lib", "q")]),
-        "a/X.java": ("package a;\nimport com.acme.util.Strings;\n", [("com", "acme", "util", "Strings")]),
-        "a/x.kt": ("import com.acme.Util\n", [("com", "acme", "Util")]),
-        "a/x.c": ('#include "lib/q.h"\n', [("a", "lib", "q")]),
-        "a/x.go": ('package a\nimport (\n  "github.com/acme/util"\n)\n', [("github.com", "acme", "util")]),
-        "src/x.rs": ("mod parser;\nuse crate::lex::Token;\n", [("src", "parser")]),
-        "a/x.cs": ("using Acme.Util;\n", [("Acme", "Util")]),
+def test_multi_line_imports_order_a_repository_and_pick_its_context():
+    # every import below spans several lines; the old line-regex parser saw none of them
+    files = {
+        "shop/cart.py": ("from shop.pricing import (\n    total,\n    discount,\n)\n"
+                         "from .models import (\n    Item,\n)\n\ndef checkout(items):\n"
+                         "    return total(items) - discount(items)\n"),
+        "shop/pricing.py": "from .models import (\n    Item,\n    Price)\n\ndef total(items):\n    return sum(Price)\n",
+        "shop/models.py": "class Item:\n    pass\n\nclass Price:\n    pass\n",
+        "shop/api.py": "from shop.cart import (\n    checkout\n)\ncheckout([])\n",
+        "shop/zzz_unrelated.py": "VALUE = 1\n",
+        "web/client.ts": "import {\n  checkout,\n} from './cart';\ncheckout();\n",
+        "web/cart.ts": "export function checkout() {}\n",
     }
-    for path, (text, expected) in cases.items():
-        got = [c for imp in extract_imports(path, text) for c in imp.candidates]
-        for e in expected:
-            assert e in got, (path, got)
+    order = order_repository(files)
+    assert order.index("shop/models.py") < order.index("shop/pricing.py") < order.index("shop/cart.py") \
+        < order.index("shop/api.py")
+    assert order.index("web/cart.ts") < order.index("web/client.ts")
+    # the files cart.py depends on come first; api.py (which imports cart.py) only when the budget
+    # has room after them; returned in packing order
+    assert related_files(files, "shop/cart.py", budget=160) == ["shop/models.py", "shop/pricing.py"]
+    assert related_files(files, "shop/cart.py", budget=250) == ["shop/models.py", "shop/pricing.py", "shop/api.py"]
+    assert related_files(files, "shop/api.py", budget=170) == ["shop/cart.py"]
+    assert related_files(files, "web/client.ts", budget=50) == ["web/cart.ts"]
 
 
 def test_cross_language_resolution():
@@ -128,6 +135,10 @@ def test_pure_python_graph_algorithms_match_scipy():
     plain._csr = None                      # force the fallbacks
     for s in (0, 7, 59):
         assert np.array_equal(g.distances_from(s), plain.distances_from(s))
+        assert np.array_equal(g.distances_from(s, directed=True), plain.distances_from(s, directed=True))
+    chain = Graph(3, np.array([0, 1]), np.array([1, 2]))          # 0 -> 1 -> 2
+    assert chain.distances_from(2).tolist() == [2, 1, 0]
+    assert chain.distances_from(2, directed=True).tolist() == [np.inf, np.inf, 0]
     a, b = g.strong_components(), _tarjan(n, src.tolist(), dst.tolist())
     # same partition (labels may be numbered differently)
     assert len({(x, y) for x, y in zip(a, b)}) == len(set(a)) == len(set(b))

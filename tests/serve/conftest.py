@@ -121,6 +121,21 @@ def guarded_server(tmp_path_factory, model_dir):
     s.stop()
 
 
+@pytest.fixture(scope="session")
+def spm_server(tmp_path_factory, model_dir):
+    """A server that renders infill prompts suffix first (`--fim-mode spm`)."""
+    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm")
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def spm_client(spm_server):
+    with httpx.Client(base_url=spm_server.url, timeout=60.0) as c:
+        yield c
+    spm_server.assert_alive()
+
+
 @pytest.fixture()
 def client(server):
     with httpx.Client(base_url=server.url, timeout=60.0) as c:

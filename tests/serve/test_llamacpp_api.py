@@ -165,18 +165,6 @@ def test_props(client):
     assert props["default_generation_settings"]["n_ctx"] == MAX_SEQ_LEN and props["total_slots"] == 4
 
 
-@pytest.fixture(scope="module")
-def spm_client(tmp_path_factory, model_dir):
-    import httpx
-
-    from tests.serve.conftest import _start
-
-    s = _start(tmp_path_factory, model_dir, "spm", "--max-slots", "1", "--fim-mode", "spm")
-    with httpx.Client(base_url=s.url, timeout=60) as c:
-        yield c
-    s.stop()
-
-
 def test_fim_mode_spm_renders_every_infill_suffix_first(spm_client):
     r = infill(spm_client)
     spm = spm_client.post("/completion", json={"prompt": render_fim(PREFIX, SUFFIX, mode="spm"), **GREEDY}).json()

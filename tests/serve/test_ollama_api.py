@@ -74,13 +74,31 @@ def test_empty_prompt_loads_the_model(client):
 
 
 def test_show_reports_a_fim_template_and_insert_capability(oll, client):
+    from codegemma.fim.templates import ollama_template
+
     info = oll.show("codegemma:2b")
-    assert ".Suffix" in info.template and "<|fim_prefix|>" in info.template
+    assert info.template == ollama_template("psm")
     assert "insert" in info.capabilities and "completion" in info.capabilities
     # Continue sends `name` instead of `model`.
     r = client.post("/api/show", json={"name": "codegemma:2b"})
-    assert r.status_code == 200 and ".Suffix" in r.json()["template"]
-    assert 'stop "<|file_separator|>"' in r.json()["parameters"]
+    assert r.status_code == 200 and r.json()["template"] == ollama_template("psm")
+    assert 'stop "<|file_separator|>"' in r.json()["parameters"].splitlines()
+
+
+def test_an_spm_server_reports_and_runs_the_spm_template(spm_client):
+    """What /api/show tells Ollama clients is the prompt the server then builds for them."""
+    from codegemma.fim.templates import ollama_template
+
+    show = spm_client.post("/api/show", json={"model": "m"}).json()
+    assert show["template"] == ollama_template("spm")
+    assert ollama_template("spm") in show["modelfile"]
+    fim = spm_client.post("/api/generate", json={"model": "m", "prompt": PREFIX, "suffix": SUFFIX,
+                                                 "stream": False, "options": GREEDY}).json()["response"]
+    from codegemma.fim.format import render_fim
+
+    raw = spm_client.post("/api/generate", json={"model": "m", "prompt": render_fim(PREFIX, SUFFIX, mode="spm"),
+                                                 "raw": True, "stream": False, "options": GREEDY}).json()["response"]
+    assert fim == raw
 
 
 def test_tags_version_and_probe(oll, client):

@@ -51,7 +51,7 @@ def test_transformers_loads_the_same_ids(small_tokenizer_dir):
     assert chat == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
 
 
-def test_sentencepiece_fallback(tmp_path):
+def _sentencepiece_tokenizer(tmp_path) -> Tokenizer:
     spm = pytest.importorskip("sentencepiece")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(SAMPLE_CODE * 5)
@@ -61,7 +61,11 @@ def test_sentencepiece_fallback(tmp_path):
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
         unk_piece="<unk>", user_defined_symbols=user_symbols, byte_fallback=True,
         add_dummy_prefix=False, minloglevel=2)
-    tok = Tokenizer.load(tmp_path / "tokenizer.model")
+    return Tokenizer.load(tmp_path / "tokenizer.model")
+
+
+def test_sentencepiece_fallback(tmp_path):
+    tok = _sentencepiece_tokenizer(tmp_path)
     assert tok.has_fim
     ids = tok.encode("<|fim_prefix|>def add(a, b):<|fim_suffix|>")
     assert ids[0] == tok.token_id("fim_prefix") and ids[-1] == tok.token_id("fim_suffix")
@@ -97,3 +101,19 @@ def test_saved_files_round_trip(small_tokenizer_dir, tmp_path):
     tok.save(tmp_path)
     again = Tokenizer.load(tmp_path)
     assert again.encode(SAMPLE_CODE) == tok.encode(SAMPLE_CODE)
+
+
+@pytest.mark.parametrize("backend", ["json", "sentencepiece"])
+def test_parse_special_false_keeps_special_texts_as_characters(small_tokenizer_dir, tmp_path, backend):
+    """Client text and file contents that spell a special token must not become control tokens."""
+    if backend == "json":
+        tok = Tokenizer.load(small_tokenizer_dir)
+    else:
+        tok = _sentencepiece_tokenizer(tmp_path)
+    text = "s = '<|fim_prefix|>' + '<eos>'"
+    control = {tok.token_id("fim_prefix"), tok.eos_id}
+    assert control & set(tok.encode(text))  # by default they are control tokens
+    plain = tok.encode(text, parse_special=False)
+    assert not control & set(plain)
+    assert tok.decode(plain) == text
+    assert tok.encode_batch([text], add_bos=True, parse_special=False) == [[tok.bos_id, *plain]]
