@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from codegemma.fim.format import MODES
-
 import argparse
 import json
 import os
@@ -11,6 +9,7 @@ import sys
 from pathlib import Path
 
 from codegemma.eval.sandbox import UNSAFE_FLAG
+from codegemma.fim.format import MODES
 
 RUN_OUTPUTS = ("samples.jsonl", "results.jsonl", "summary.json", "report.md", "pass_rate.png")
 
