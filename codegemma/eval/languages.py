@@ -45,7 +45,7 @@ NODE_PATHS = ("/usr/share/nodejs", "/usr/lib/nodejs", "/usr/lib/node_modules",
 GOPATH = "/usr/share/gocode"      # Debian's golang-*-dev packages (testify) install here
 CARGO_REGISTRY = "/usr/share/cargo/registry"
 RUST_CRATES = ("rand", "regex", "md5")
-CPP_FLAGS = ("-std=c++17", "-O0")
+CPP_FLAGS = ("-std=c++17", "-O0", "-w")  # -w: a compile error is not buried under warnings
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,12 @@ SUITES["multilingual"] = {**SUITES["multilingual-humaneval"], **SUITES["multilin
 # Reference solutions that fail for a reason upstream (the reference or its test is wrong):
 # the canonical self-test (`eval score --canonical`) expects exactly these to fail.
 KNOWN_BAD_REFERENCES: dict[str, str] = {
-    "MBJSP/2": "TMP",
+    "MBCPP/543": "the reference uses `case (long long)98759853034:` in a switch on an int, a "
+                 "narrowing conversion C++11 and later reject: it does not compile",
+    "MBCPP/769": "the reference calls exit(0) when the two lists differ in length, ending the "
+                 "program before the tests ran; MxEval counted exit status 0 as a pass",
+    "MBJSP/2": "the reference's parameters are testtup1/testtup2 but its body uses "
+               "testTup1/testTup2: ReferenceError",
     "Go/95": "the reference stops looking after the second key, so its answer depends on Go's "
              "random map iteration order: it fails in some runs",
     "JavaScript/112": "the reference returns (z, false), which is just false, where the tests "

@@ -172,6 +172,8 @@ def _key(language: str) -> str:
     if language == "go":
         watched.append(os.path.join(languages.GOPATH, "src/github.com/stretchr/testify/assert"))
         digest.update(" ".join(languages.go_env("")).encode())
+    if language == "cpp":  # a precompiled header is used only under the flags it was built with
+        digest.update(" ".join(languages.CPP_FLAGS).encode())
     for path in watched:
         try:
             st = os.stat(path)
