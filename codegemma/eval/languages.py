@@ -131,8 +131,8 @@ def _csharp(code: str, test: str, timeout: float, support: str):
     test, main = _rename(r"\bstatic\s+void\s+Main\s*\(([^)]*)\)",
                          r"static void CodegemmaTestMain(\1)", test)
     owner = "Program"
-    if main is not None:
-        before = code + "\n" + test[:main.start()]
+    if main is not None:  # the class that holds the test's Main (comments may say "class")
+        before = re.sub(r"//[^\n]*|/\*.*?\*/", "", code + "\n" + test[:main.start()], flags=re.S)
         classes = re.findall(r"\bclass\s+(\w+)", before)
         namespace = re.search(r"\bnamespace\s+([\w.]+)", before)
         owner = (namespace.group(1) + "." if namespace else "") + (classes[-1] if classes else owner)

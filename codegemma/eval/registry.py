@@ -14,6 +14,7 @@ from functools import partial
 from typing import Callable
 
 from codegemma.eval import datasets, languages
+from codegemma.eval.known_failures import KNOWN_BAD_REFERENCES  # noqa: F401  (the registry's)
 
 # Stop texts for left-to-right Python generation (Codex paper / human-eval practice).
 HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
@@ -210,26 +211,6 @@ SUITES["multilingual-humaneval"] = {"HumanEval": {
 SUITES["multilingual-mbpp"] = {"MBPP": {
     **{lang: f"mbxp-{lang}" for lang in LANGUAGES if lang != "rust"}, "rust": None}}
 SUITES["multilingual"] = {**SUITES["multilingual-humaneval"], **SUITES["multilingual-mbpp"]}
-
-# Reference solutions that fail for a reason upstream (the reference or its test is wrong):
-# the canonical self-test (`eval score --canonical`) expects exactly these to fail.
-KNOWN_BAD_REFERENCES: dict[str, str] = {
-    "MBCPP/543": "the reference uses `case (long long)98759853034:` in a switch on an int, a "
-                 "narrowing conversion C++11 and later reject: it does not compile",
-    "MBCPP/769": "the reference calls exit(0) when the two lists differ in length, ending the "
-                 "program before the tests ran; MxEval counted exit status 0 as a pass",
-    "MBJSP/2": "the reference's parameters are testtup1/testtup2 but its body uses "
-               "testTup1/testTup2: ReferenceError",
-    "Go/95": "the reference stops looking after the second key, so its answer depends on Go's "
-             "random map iteration order: it fails in some runs",
-    "JavaScript/112": "the reference returns (z, false), which is just false, where the tests "
-                      "expect [string, bool]; it passed upstream only because console.assert "
-                      "does not throw",
-    "JavaScript/155": "the reference returns [0, 0] for 0 (its loop never runs), where the test "
-                      "expects [1, 0]; it passed upstream only because console.assert does not "
-                      "throw",
-}
-
 
 def get_suite(name: str) -> dict[str, dict[str, str | None]]:
     try:
