@@ -35,10 +35,12 @@ COMPILE_TIMEOUT_S = 60.0
 KOTLIN_COMPILE_TIMEOUT_S = 120.0  # kotlinc starts a large JVM compiler: ~3 s alone, far more when busy
 JVM_START_S = 2.0                 # added to the run time of JVM programs
 # The JVM reserves 1 GiB of class space and 240 MiB of code cache by default; sized down, a
-# compiler or test fits in the sandbox's 2 GiB address-space limit.
-JVM_FLAGS = ("-Xmx512m", "-Xss16m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+# compiler or test fits in the sandbox's 2 GiB address-space limit. Deep recursion in tests gets
+# 16 MiB thread stacks; compilers keep the default (their many threads would not fit).
+JVM_FLAGS = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
              "-XX:CompressedClassSpaceSize=128m", "-XX:ReservedCodeCacheSize=64m",
              "-XX:MaxMetaspaceSize=256m")
+JVM_RUN_FLAGS = (*JVM_FLAGS, "-Xss16m")
 THREADS = {"processes": 256}  # RLIMIT_NPROC counts threads: JVMs, Go and Mono start dozens
 NODE_PATHS = ("/usr/share/nodejs", "/usr/lib/nodejs", "/usr/lib/node_modules",
               "/usr/local/lib/node_modules")
@@ -109,7 +111,7 @@ def _java(code: str, test: str, timeout: float, support: str):
                 "    System.out.flush();\n  }\n}\n")
     steps = [{"kind": "compile", "argv": ["javac", *(f"-J{f}" for f in JVM_FLAGS), "-nowarn",
                                           "Main.java"], "timeout": COMPILE_TIMEOUT_S},
-             {"kind": "run", "argv": ["java", *JVM_FLAGS, "-cp", ".", "CodegemmaRunner"],
+             {"kind": "run", "argv": ["java", *JVM_RUN_FLAGS, "-cp", ".", "CodegemmaRunner"],
               "timeout": timeout + JVM_START_S}]
     return {"Main.java": code + "\n" + test + epilogue}, steps, THREADS
 
@@ -119,11 +121,11 @@ def _kotlin(code: str, test: str, timeout: float, support: str):
     call = "codegemmaTestMain(arrayOf())" if _has_args(main) else "codegemmaTestMain()"
     epilogue = (f"\nfun main() {{\n    {call}\n    val n = readLine()\n    println()\n"
                 "    println(\"PASS \" + n)\n}\n")
-    java_opts = "JAVA_OPTS=" + " ".join(JVM_FLAGS)  # read by the kotlinc and kotlin scripts
-    steps = [{"kind": "compile", "argv": ["env", java_opts, "kotlinc", "-nowarn", "main.kt",
-                                          "-d", "out"], "timeout": KOTLIN_COMPILE_TIMEOUT_S},
-             {"kind": "run", "argv": ["env", java_opts, "kotlin", "-cp", "out", "MainKt"],
-              "timeout": timeout + JVM_START_S}]
+    steps = [{"kind": "compile", "argv": ["env", "JAVA_OPTS=" + " ".join(JVM_FLAGS), "kotlinc",
+                                          "-nowarn", "-jvm-target", "1.8", "main.kt", "-d", "out"],
+              "timeout": KOTLIN_COMPILE_TIMEOUT_S},  # JAVA_OPTS: read by the kotlinc script
+             {"kind": "run", "argv": ["env", "JAVA_OPTS=" + " ".join(JVM_RUN_FLAGS), "kotlin",
+                                      "-cp", "out", "MainKt"], "timeout": timeout + JVM_START_S}]
     return {"main.kt": code + "\n" + test + epilogue}, steps, THREADS
 
 

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Callable
 
 from codegemma.eval import datasets, languages
-from codegemma.eval.known_failures import KNOWN_BAD_REFERENCES  # noqa: F401  (the registry's)
+from codegemma.eval.known_failures import KNOWN_BAD_REFERENCES  # noqa: F401  (re-exported)
 
 # Stop texts for left-to-right Python generation (Codex paper / human-eval practice).
 HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
