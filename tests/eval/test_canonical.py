@@ -27,9 +27,12 @@ def score_canonical(name, data_dir, every=1):
 def test_canonical_solutions_pass(name, data_dir):
     every = 20 if name == "humaneval-infill-multi" else 1
     bench, problems, results = score_canonical(name, data_dir, every)
-    failures = [(r["task_id"], r["result"]) for r in results if not r["passed"]]
+    known = KNOWN_BAD_REFERENCES.get(name, {})
+    failures = [(r["task_id"], r["result"]) for r in results
+                if not r["passed"] and r["task_id"] not in known]
     assert failures == []
-    assert harness.summary(bench, problems, results, [1])["pass@1"] == 1.0
+    passed = harness.summary(bench, problems, results, [1])["pass@1"] * len(results)
+    assert round(passed) == len(results) - len(known)  # and every known one fails
 
 
 def test_mbpp_is_the_standard_test_split(data_dir):
