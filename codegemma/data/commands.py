@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. auto); default: start a local Ray")
     p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="benchmark data for decontamination (default $CODEGEMMA_DATA_DIR, else ../shared/benchmarks)")
+                   help="benchmark data for decontamination (default $CODEGEMMA_DATA_DIR, else the cache "
+                   "~/.cache/codegemma/benchmarks: the folders `codegemma eval` reads)")
     p.add_argument("--no-decontaminate", action="store_true", help="skip benchmark decontamination")
     p.add_argument("--limit-mb", type=float, default=None, help="read at most this many MB of source (first repositories by name)")
     p.add_argument("--sequences-per-shard", type=int, default=1024, help="sequences per shard file (default 1024)")

@@ -36,9 +36,10 @@ import numpy as np
 from tqdm import tqdm
 
 from codegemma.atomic import DiskFullError, atomic_dir
+from codegemma.eval.datasets import benchmarks_dir
 from codegemma.tokenizer.files import locate_tokenizer, tokenizer_files
 
-from .decontam import Decontaminator, resolve_data_dir
+from .decontam import Decontaminator
 from .dedup import find_duplicates
 from .document import Stats
 from .executors import Executor, ExecutorConfig
@@ -186,7 +187,7 @@ class Preparation:
         self.tok_file = locate_tokenizer(cfg.tokenizer)
         self.tokenizer = Tokenizer.load(self.tok_file)
         self.tokenizer.require_fim()
-        self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.decontaminate else None
+        self.data_dir = benchmarks_dir(cfg.data_dir) if cfg.decontaminate else None
         if cfg.decontaminate and self.data_dir is None:
             raise FileNotFoundError("no benchmark data for decontamination: set CODEGEMMA_DATA_DIR or pass "
                                     "--data-dir DIR (or --no-decontaminate to skip it)")

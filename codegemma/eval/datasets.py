@@ -1,12 +1,14 @@
-"""Benchmark data files: where they are looked for, fetched once, and checked.
+"""Benchmark data: the one place that locates it (evaluation and data decontamination alike),
+fetches a missing file once, and checks it.
 
-Lookup order for a file `REL` (e.g. "humaneval/HumanEval.jsonl.gz"):
-  1. `--data-dir DIR` (DIR/REL must exist),
-  2. `$CODEGEMMA_DATA_DIR/REL` (CI sets it to ../shared/benchmarks),
-  3. the cache `~/.cache/codegemma/benchmarks/REL` ($XDG_CACHE_HOME respected),
-  4. a download of the public file (urls and sha256 from the PROVENANCE.md files of the
-     shared benchmark folder) into the cache, written to a temp file, checked, then renamed.
-Every file is checked against its sha256 before use, wherever it came from.
+Benchmark folders, in lookup order (`data_dirs`):
+  1. `--data-dir DIR` (only DIR when given; it must exist),
+  2. `$CODEGEMMA_DATA_DIR` (CI sets it to ../shared/benchmarks),
+  3. the cache `~/.cache/codegemma/benchmarks` ($XDG_CACHE_HOME respected).
+A file `REL` (e.g. "humaneval/HumanEval.jsonl.gz") is the first DIR/REL that exists; else it is
+downloaded from its public source (urls and sha256 from the PROVENANCE.md files of the shared
+benchmark folder) into the cache, checked, then renamed into place. Every file is checked against
+its sha256 before use, wherever it came from.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from codegemma.atomic import DiskFullError, atomic_file
 
 ENV_DATA_DIR = "CODEGEMMA_DATA_DIR"
 _HE_INFILL = ("https://raw.githubusercontent.com/openai/human-eval-infilling/"
@@ -28,6 +31,8 @@ _HE_X = ("https://raw.githubusercontent.com/THUDM/CodeGeeX/2838420b7b4492cf3d16b
          "codegeex/benchmark/humaneval-x/")
 _MXEVAL = ("https://raw.githubusercontent.com/amazon-science/mxeval/"
            "e09974f990eeaf0c0e8f2b5eaff4be66effb2c86/data/")
+DATA_HINT = (f"pass --data-dir DIR or set {ENV_DATA_DIR}=DIR (a folder laid out like "
+             "../shared/benchmarks: humaneval/, human-eval-infilling/, mbpp/, humaneval-x/, mxeval/)")
 
 
 @dataclass(frozen=True)
@@ -99,12 +104,46 @@ FILES = {
         "mxeval/multilingual_humaneval/HumanEval_kotlin_v1.1.jsonl",
         "1324d829effc94e0cb603be8833537f00b5597fcd152fe2d06b623e622feb458",
         _MXEVAL + "multilingual_humaneval/HumanEval_kotlin_v1.1.jsonl"),
+    "mbxp-python": DataFile(
+        "mxeval/mbxp/mbpp_release_v1.jsonl",
+        "2ea7949f20ed5ecaacf4c9970d29430ec3f13772f4dd379665b1234f14b0ec3e",
+        _MXEVAL + "mbxp/mbpp_release_v1.jsonl"),
+    "mbxp-cpp": DataFile(
+        "mxeval/mbxp/mbcpp_release_v1.2.jsonl",
+        "34a842515927e230eb2bd6e409a44c80a852b0afcbe1172786bd08cfef8b85b0",
+        _MXEVAL + "mbxp/mbcpp_release_v1.2.jsonl"),
+    "mbxp-csharp": DataFile(
+        "mxeval/mbxp/mbcsp_release_v1.2.jsonl",
+        "e11db33a6c5582a5c8d548ef75a23f0307540a765f889dcd2b7d13e99ea538e4",
+        _MXEVAL + "mbxp/mbcsp_release_v1.2.jsonl"),
+    "mbxp-go": DataFile(
+        "mxeval/mbxp/mbgp_release_v1.1.jsonl",
+        "90f519222a4c45bdbed8309076433d2f573c6f37329a848581fa789839b67da8",
+        _MXEVAL + "mbxp/mbgp_release_v1.1.jsonl"),
+    "mbxp-java": DataFile(
+        "mxeval/mbxp/mbjp_release_v1.2.jsonl",
+        "139a0fcdff2f4c6d456c546c82f43a1f389dfe3125f5f2c3f6a12f478483dffd",
+        _MXEVAL + "mbxp/mbjp_release_v1.2.jsonl"),
+    "mbxp-js": DataFile(
+        "mxeval/mbxp/mbjsp_release_v1.2.jsonl",
+        "9e443a1911bcedd8b5193f43d3217666fbf669cd00d54265941a8eb17e396f5a",
+        _MXEVAL + "mbxp/mbjsp_release_v1.2.jsonl"),
+    "mbxp-kotlin": DataFile(
+        "mxeval/mbxp/mbkp_release_v1.2.jsonl",
+        "54969bac04fddaad74f78b7aa591348d3f010af2b2325f3db0e5a4f9b9154367",
+        _MXEVAL + "mbxp/mbkp_release_v1.2.jsonl"),
 }
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """~/.cache/codegemma ($XDG_CACHE_HOME respected): benchmark downloads, prepared toolchain
+    support, model hashes."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "codegemma" / "benchmarks"
+    return Path(base) / "codegemma"
+
+
+def cache_dir() -> Path:
+    return cache_root() / "benchmarks"
 
 
 def sha256_of(path: Path) -> str:
@@ -124,20 +163,27 @@ def _checked(path: Path, spec: DataFile) -> Path:
     return path
 
 
-def candidates(spec: DataFile, data_dir: str | os.PathLike | None) -> list[Path]:
-    """Where `spec` may be found already, in lookup order (no download)."""
+def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The benchmark folders to look in, in order (they need not exist)."""
     if data_dir is not None:
-        return [Path(data_dir) / spec.relpath]
-    found = []
-    if os.environ.get(ENV_DATA_DIR):
-        found.append(Path(os.environ[ENV_DATA_DIR]) / spec.relpath)
-    found.append(cache_dir() / spec.relpath)
-    return found
+        return [Path(data_dir)]
+    found = [Path(os.environ[ENV_DATA_DIR])] if os.environ.get(ENV_DATA_DIR) else []
+    return found + [cache_dir()]
+
+
+def benchmarks_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first existing benchmark folder (for readers of whole folders, e.g. decontamination);
+    None when there is none. A --data-dir that does not exist is an error."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {data_dir}: no such directory; it must be a "
+                                f"benchmarks folder laid out like ../shared/benchmarks")
+    return next((d for d in data_dirs(data_dir) if d.is_dir()), None)
 
 
 def locate(spec: DataFile, data_dir: str | os.PathLike | None = None) -> Path | None:
     """The first existing copy of `spec` (unchecked), or None."""
-    return next((p for p in candidates(spec, data_dir) if p.is_file()), None)
+    return next((d / spec.relpath for d in data_dirs(data_dir) if (d / spec.relpath).is_file()),
+                None)
 
 
 def fetch(spec: DataFile, data_dir: str | os.PathLike | None = None,
@@ -153,22 +199,19 @@ def fetch(spec: DataFile, data_dir: str | os.PathLike | None = None,
     target = cache_dir() / spec.relpath
     if not download:
         raise FileNotFoundError(f"benchmark file {spec.relpath} is not available offline: put a "
-                                f"copy at {target} (from {spec.url}) or pass --data-dir / set "
-                                f"{ENV_DATA_DIR}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+                                f"copy at {target} (from {spec.url}), or {DATA_HINT}")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
+        with atomic_file(target, "wb") as out, \
+                urllib.request.urlopen(spec.url, timeout=60) as resp:
             while block := resp.read(1 << 20):
                 out.write(block)
-        _checked(Path(tmp), spec)
-        os.replace(tmp, target)
+            out.flush()
+            _checked(Path(out.name), spec)
+    except DiskFullError:
+        raise
     except (urllib.error.URLError, OSError) as exc:
         raise FileNotFoundError(f"could not download {spec.url} ({exc}); put a copy of the file at "
-                                f"{target} or pass --data-dir DIR / set {ENV_DATA_DIR}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+                                f"{target}, or {DATA_HINT}") from None
     return target
 
 

@@ -2,7 +2,8 @@
 
 Samples are appended to OUT/samples.jsonl one task at a time (all n samples of a task in one
 write, flushed and fsynced), so a killed run loses at most the task in flight; a rerun reads the
-file, drops a torn last line, and skips tasks that already have n samples.
+file, drops a torn last line, and skips tasks that already have n samples. Each row carries the
+run's record (`codegemma.eval.provenance`), checked before a rerun resumes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from tqdm import tqdm
 
 from codegemma.eval.registry import Benchmark, Problem
 
-BRACE_LANGUAGES = ("cpp", "js", "java")
+# Where a brace language's function ends: the first closing brace at the function's own
+# indentation (Java: the class's, which MBXP's completions also close; MxEval's C# methods sit
+# 8 spaces deep inside their class and namespace, which the tests close).
+BLOCK_END = {"cpp": "}", "go": "}", "java": "}", "js": "}", "kotlin": "}", "rust": "}",
+             "csharp": "        }"}
 
 
 def prompt_for(prompts, benchmark: Benchmark, problem: Problem, fim_mode: str = "psm",
@@ -31,11 +36,14 @@ def postprocess(benchmark: Benchmark, text: str) -> str:
     """Cut a raw continuation at the benchmark's stop rules."""
     from codegemma.fim.format import cut_at_stop
     text, _ = cut_at_stop(text, benchmark.stop if benchmark.mode == "complete" else ())
-    if benchmark.single_line and "\n" in text:
-        text = text[: text.index("\n") + 1]
-    if benchmark.language in BRACE_LANGUAGES and "\n}" in text:
-        # The function (Java: the class) ends at the first brace in column 0; keep it.
-        text = text[: text.index("\n}") + 2] + "\n"
+    if benchmark.single_line:
+        # The middle is one line: the first, newline included (the engine stops at the
+        # newline and drops it, so it is put back).
+        return text.split("\n", 1)[0] + "\n"
+    closing = BLOCK_END.get(benchmark.language)
+    at = ("\n" + text).find("\n" + closing) if closing else -1
+    if at >= 0:  # `at` is where the closing line starts in `text`
+        text = text[:at + len(closing)] + "\n"
     return text
 
 
@@ -62,14 +70,23 @@ def load_done(path: Path) -> dict[str, int]:
     return done
 
 
+def stop_texts(benchmark: Benchmark) -> list[str]:
+    """What the engine stops at: the benchmark's stops, the FIM stop texts and, for single-line
+    infilling, the first newline (only the first line is scored)."""
+    from codegemma.fim.format import STOP_TEXTS
+    return list(benchmark.stop) + list(STOP_TEXTS) + (["\n"] if benchmark.single_line else [])
+
+
 def generate_samples(model, benchmark: Benchmark, problems: list[Problem], out_path: Path,
                      n_samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 128,
-                     batch_size: int = 8, seed: int = 0, fim_mode: str = "psm") -> None:
+                     batch_size: int = 8, seed: int = 0, fim_mode: str = "psm",
+                     record: dict | None = None) -> None:
+    """`record`: the run's provenance, stored in every row."""
     done = load_done(out_path)
     todo = [p for p in problems if done.get(p.task_id, 0) < n_samples]
-    # Stops applied by the engine as well (a shorter generation); cut again below for safety.
-    from codegemma.fim.format import STOP_TEXTS
-    stop = list(benchmark.stop) + list(STOP_TEXTS)
+    # Stops applied by the engine (a shorter generation); postprocess cuts again.
+    stop = stop_texts(benchmark)
+    extra = {} if record is None else {"run": record}
     step = max(1, batch_size // n_samples)
     with open(out_path, "a", encoding="utf-8") as out, \
             tqdm(total=len(problems), initial=len(problems) - len(todo), unit="task",
@@ -85,7 +102,7 @@ def generate_samples(model, benchmark: Benchmark, problems: list[Problem], out_p
                                    for p in owners],
                                   max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + j, stop=stop)
                 lines += [json.dumps({"task_id": p.task_id,
-                                      "completion": postprocess(benchmark, x)}) + "\n"
+                                      "completion": postprocess(benchmark, x), **extra}) + "\n"
                           for p, x in zip(owners, texts)]
             lines.sort(key=lambda line: [p.task_id for p in chunk].index(json.loads(line)["task_id"]))
             out.write("".join(lines))  # one write per chunk: whole tasks or nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -12,14 +13,9 @@ from typing import Iterable
 from tqdm import tqdm
 
 from codegemma.atomic import atomic_file
-from codegemma.eval import languages, metrics, python_program
+from codegemma.eval import languages, metrics, python_program, toolchains
 from codegemma.eval.registry import Benchmark, Problem
 from codegemma.eval.sandbox import Sandbox, SandboxLimits, probe_bwrap
-
-
-# Runtimes that refuse to start without /proc (the JVM, Mono): their sandboxes get one of their
-# own PID namespace. Python samples get none.
-PROC_LANGUAGES = frozenset({"java", "kotlin", "csharp"})
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:
@@ -54,11 +50,11 @@ class SandboxPool:
     """`workers` sandboxes shared by worker threads (each sample takes one, then returns it)."""
 
     def __init__(self, workers: int, limits: SandboxLimits, unsafe: bool = False,
-                 mount_proc: bool = False):
+                 mount_proc: bool = False, binds: dict[str, str] | None = None):
         bwrap = None if unsafe else probe_bwrap()  # refuse early, with one clear message
         self._free: queue.Queue[Sandbox] = queue.Queue()
         self.sandboxes = [Sandbox(limits, slot=i, unsafe=unsafe, bwrap=bwrap,
-                                  mount_proc=mount_proc)
+                                  mount_proc=mount_proc, binds=binds)
                           for i in range(workers)]
         for sandbox in self.sandboxes:
             self._free.put(sandbox)
@@ -87,13 +83,18 @@ class SandboxPool:
         self.close()
 
 
-def run_sample(sandbox: Sandbox, problem: Problem, completion: str, timeout_s: float):
+def run_sample(sandbox: Sandbox, problem: Problem, completion: str, timeout_s: float,
+               support: str = ""):
+    """`support`: where the language's prepared support folder is, as the sample sees it."""
     if problem.language == "python":
         program = python_program.for_problem(problem, completion)
         return sandbox.run_python(program, timeout_s=timeout_s)
     code, test, _ = problem.program(completion)
-    files, steps, limits = languages.RUNNERS[problem.language].build(code, test, timeout_s)
-    return sandbox.run_steps(files, steps, limits)
+    files, steps, limits = languages.RUNNERS[problem.language].build(code, test, timeout_s, support)
+    # CPU time per process covers the longest step (a compiler); each step's own wall-clock
+    # limit is what bounds it.
+    cpu_s = int(max(float(s["timeout"]) for s in steps)) + 1
+    return sandbox.run_steps(files, steps, {"cpu_s": cpu_s, **limits})
 
 
 def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
@@ -110,6 +111,9 @@ def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
                              f"task (ids look like {problems[0].task_id!r})")
     workers = max(1, min(workers or os.cpu_count() or 1, len(samples) or 1))
     limits = SandboxLimits(timeout_s=timeout_s)
+    runner = languages.RUNNERS[benchmark.language]
+    binds, support = toolchains.mounted(benchmark.language, unsafe, lambda m: print(
+        m, file=sys.stderr)) if samples else ({}, "")
 
     def run_one(sample: dict) -> dict:
         problem = by_id[sample["task_id"]]
@@ -119,14 +123,13 @@ def score(benchmark: Benchmark, problems: list[Problem], samples: list[dict],
         if benchmark.mode == "complete" and not completion.strip():
             outcome = {"passed": False, "result": "failed: empty completion"}
         else:
-            res = pool.run(lambda sb: run_sample(sb, problem, completion, timeout_s))
+            res = pool.run(lambda sb: run_sample(sb, problem, completion, timeout_s, support))
             outcome = {"passed": res.passed, "result": res.result}
         return {**sample, **outcome}
 
     # Whatever ends the scoring (done, an error, Ctrl-C), every sandbox is killed and removed
     # before this returns: the queued samples are cancelled, the running ones fail at once.
-    mount_proc = benchmark.language in PROC_LANGUAGES
-    with SandboxPool(workers, limits, unsafe, mount_proc=mount_proc) as pool:
+    with SandboxPool(workers, limits, unsafe, mount_proc=runner.needs_proc, binds=binds) as pool:
         ex = ThreadPoolExecutor(workers)
         try:
             results = list(tqdm(ex.map(run_one, samples), total=len(samples),

@@ -57,6 +57,7 @@ UID_BASE = 3_900_000_000                 # unused uids for samples and judges wh
 UNSAFE_FLAG = "--unsafe-no-sandbox"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "codegemma-eval"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # PATH inside: toolchains are looked up there
 
 
 class SandboxUnavailableError(ValueError):
@@ -220,21 +221,23 @@ def interpreter_mounts() -> list[str]:
 
 
 def bwrap_command(bwrap: str, limits: SandboxLimits, as_root: bool,
-                  mount_proc: bool = False) -> list[str]:
+                  mount_proc: bool = False, binds: dict[str, str] | None = None) -> list[str]:
     """`mount_proc`: a /proc of the sandbox's own PID namespace, which the JVM needs; Python
-    samples get none."""
+    samples get none. `binds`: {path inside: host path} mounted read-only (prepared toolchain
+    support, e.g. prebuilt Rust crates)."""
     proc = ["--proc", "/proc"] if mount_proc else ["--tmpfs", "/proc"]
     server = [a for f in SERVER_FILES for a in ("--ro-bind", str(f), f"{SERVER_MOUNT}/{f.name}")]
     cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1",
            *system_mounts(), "--dev", "/dev", *proc, "--tmpfs", "/run",
            *interpreter_mounts(), *server,
+           *[arg for inside, host in (binds or {}).items() for arg in ("--ro-bind", host, inside)],
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", SANDBOX_TMP,
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/var/tmp",
            "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm",
            "--chdir", SANDBOX_TMP,
            "--hostname", "sandbox",
-           "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+           "--clearenv", "--setenv", "PATH", SANDBOX_PATH,
            "--setenv", "HOME", SANDBOX_TMP, "--setenv", "TMPDIR", SANDBOX_TMP,
            "--setenv", "LANG", "C.UTF-8", "--cap-drop", "ALL"]
     if as_root:
@@ -277,9 +280,11 @@ class Sandbox:
     worker its own. `slot` picks the uids (when root) so concurrent sandboxes never share one."""
 
     def __init__(self, limits: SandboxLimits = SandboxLimits(), slot: int = 0,
-                 unsafe: bool = False, bwrap: str | None = None, mount_proc: bool = False):
+                 unsafe: bool = False, bwrap: str | None = None, mount_proc: bool = False,
+                 binds: dict[str, str] | None = None):
         self.limits = limits
         self.mount_proc = mount_proc
+        self.binds = dict(binds or {})
         self.unsafe = unsafe
         self.as_root = os.geteuid() == 0
         base = UID_BASE + ((os.getpid() % 10_000) * 64 + slot % 64) * 2
@@ -325,7 +330,8 @@ class Sandbox:
                    os.path.join(self._host_dir, "sample"), "0", *fds, str(self.uid), "-1", "-1"]
         else:
             _, python = interpreter_in_sandbox()
-            cmd = bwrap_command(self.bwrap, self.limits, self.as_root, self.mount_proc) + [
+            cmd = bwrap_command(self.bwrap, self.limits, self.as_root, self.mount_proc,
+                                self.binds) + [
                 python, "-I", f"{SERVER_MOUNT}/{SERVER_FILES[0].name}", SAMPLE_DIR, "1", *fds,
                 "-1", str(self.uid), str(self.judge_uid)]
         try:

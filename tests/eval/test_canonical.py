@@ -3,12 +3,12 @@
 
 import pytest
 
-from codegemma.eval import harness
-from codegemma.eval.registry import BENCHMARKS, get_benchmark
+from codegemma.eval import datasets, harness
+from codegemma.eval.registry import BENCHMARKS, KNOWN_BAD_REFERENCES, get_benchmark
 
 PYTHON_SETS = ["humaneval", "humaneval-infill-single", "humaneval-infill-span",
                "humaneval-infill-span-light", "mbpp", "humaneval-x-python",
-               "humaneval-infill-multi"]
+               "humaneval-infill-multi", "mbxp-python"]
 
 
 def score_canonical(name, data_dir, every=1):
@@ -27,9 +27,12 @@ def score_canonical(name, data_dir, every=1):
 def test_canonical_solutions_pass(name, data_dir):
     every = 20 if name == "humaneval-infill-multi" else 1
     bench, problems, results = score_canonical(name, data_dir, every)
-    failures = [(r["task_id"], r["result"]) for r in results if not r["passed"]]
+    known = KNOWN_BAD_REFERENCES.get(name, {})
+    failures = [(r["task_id"], r["result"]) for r in results
+                if not r["passed"] and r["task_id"] not in known]
     assert failures == []
-    assert harness.summary(bench, problems, results, [1])["pass@1"] == 1.0
+    passed = harness.summary(bench, problems, results, [1])["pass@1"] * len(results)
+    assert round(passed) == len(results) - len(known)  # and every known one fails
 
 
 def test_mbpp_is_the_standard_test_split(data_dir):
@@ -60,15 +63,24 @@ def test_empty_and_wrong_completions_fail(data_dir):
     assert all(r["result"].startswith("failed") for r in results)
 
 
-def test_every_registered_benchmark_is_listed(data_dir):
+def test_every_registered_benchmark_loads_its_published_file(data_dir):
+    """Each file passes its sha256 check and gives the registered number of distinct tasks in
+    the registered language."""
     for bench in BENCHMARKS.values():
-        assert bench.size > 0
-        if bench.data_present(data_dir):
-            assert bench.data_file.relpath.split("/")[0] in {p.name for p in data_dir.iterdir()}
+        problems = bench.problems(data_dir, download=False)
+        assert len({p.task_id for p in problems}) == bench.size, bench.name
+        assert {p.language for p in problems} == {bench.language}, bench.name
 
 
-def test_unknown_task_ids_are_rejected(data_dir):
-    bench = get_benchmark("humaneval")
-    with pytest.raises(ValueError, match="not a humaneval task"):
-        harness.score(bench, bench.problems(data_dir),
-                      [{"task_id": "HumanEval/999", "completion": "x"}], progress=False)
+def test_registry_checksums_are_the_provenance_files(data_dir):
+    for key, spec in datasets.FILES.items():
+        provenance = (data_dir / spec.relpath.split("/")[0] / "PROVENANCE.md").read_text()
+        assert spec.sha256 in provenance, key
+
+
+def test_known_bad_references_are_real_tasks_with_reasons(data_dir):
+    for name, known in KNOWN_BAD_REFERENCES.items():
+        with_reference = {p.task_id for p in get_benchmark(name).problems(data_dir)
+                          if p.canonical_solution is not None}
+        assert set(known) <= with_reference, name
+        assert all(len(reason) > 20 for reason in known.values()), name

@@ -43,12 +43,34 @@ def test_prompts_and_stop_rules(data_dir):
     assert postprocess(he, "    return 1\n\ndef other():\n    pass") == "    return 1\n"
     assert postprocess(he, "    x = 1\n# trailing\n") == "    x = 1"
     assert postprocess(single, "    y = 2\n    z = 3\n") == "    y = 2\n"
-    assert postprocess(single, "    y = 2<|file_separator|>junk") == "    y = 2"
+    # the engine stopped at the first newline and dropped it: the line is terminated again
+    assert postprocess(single, "    y = 2") == "    y = 2\n"
+    assert postprocess(single, "    y = 2<|file_separator|>junk") == "    y = 2\n"
     mbpp = get_benchmark("mbpp")
     m = mbpp.problems(data_dir)[0]
     assert m.prompt.startswith('"""\n') and "assert " in m.prompt
     assert postprocess(mbpp, "def f():\n    return 1\n\ndef g():\n    return f()\nassert f() == 1") \
         == "def f():\n    return 1\n\ndef g():\n    return f()"
+
+
+def test_single_line_infilling_stops_at_the_first_newline(data_dir, tmp_path):
+    single, multi = get_benchmark("humaneval-infill-single"), get_benchmark("humaneval-infill-multi")
+    for bench, stops_at_newline in ((single, True), (multi, False)):
+        model = EchoModel("    x = 1")
+        generate_samples(model, bench, bench.problems(data_dir)[:2], tmp_path / f"{bench.name}.jsonl")
+        assert ("\n" in model.calls[0][2]) == stops_at_newline
+        assert "<|file_separator|>" in model.calls[0][2]
+    rows = [json.loads(line) for line in open(tmp_path / f"{single.name}.jsonl")]
+    assert {r["completion"] for r in rows} == {"    x = 1\n"}
+
+
+def test_brace_languages_end_at_the_functions_closing_brace():
+    csharp, go = get_benchmark("mxeval-humaneval-csharp"), get_benchmark("mbxp-go")
+    assert postprocess(csharp, "\n            return 1;\n        }\n\n        static int G() {}\n") \
+        == "\n            return 1;\n        }\n"
+    assert postprocess(go, "\treturn 1\n}\n\nfunc other() {}\n") == "\treturn 1\n}\n"
+    assert postprocess(go, "}\nfunc other() {}") == "}\n"  # an empty body
+    assert postprocess(go, "\treturn 1\n") == "\treturn 1\n"  # ran out before the brace
 
 
 def test_generation_resumes_and_repairs_a_torn_line(data_dir, tmp_path):
@@ -104,3 +126,69 @@ def test_eval_run_end_to_end_on_a_tiny_model(tiny_model, data_dir, tmp_path, ben
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "samples.jsonl").read_bytes() == before  # resumed: nothing regenerated
+
+
+def eval_run(*args):
+    return subprocess.run([sys.executable, "-m", "codegemma", "eval", "run", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_rerun_resumes_only_the_same_model_and_settings(tiny_model, data_dir, tmp_path):
+    """The bug this guards: a debug model's samples reported as the built-in model's score."""
+    out = tmp_path / "run"
+    common = ["--benchmark", "humaneval", "--out", str(out), "--limit", "2", "--k", "1",
+              "--data-dir", str(data_dir), "--device", "cpu"]
+    first = eval_run("--model", str(tiny_model), "--max-new-tokens", "4", *common)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = [json.loads(line) for line in open(out / "samples.jsonl")]
+    record = rows[0]["run"]
+    assert all(r["run"] == record for r in rows)
+    assert record["model"] == str(tiny_model.resolve()) and len(record["model_sha256"]) == 64
+    assert record["max_new_tokens"] == 4 and record["fim_mode"] is None
+    assert json.loads((out / "summary.json").read_text())["run"] == record
+    assert record["model_sha256"] in (out / "report.md").read_text()
+    before = (out / "samples.jsonl").read_bytes()
+
+    for refused in (["--max-new-tokens", "4"],  # the built-in model (the default)
+                    ["--model", str(tiny_model), "--max-new-tokens", "8"],
+                    ["--model", str(tiny_model), "--max-new-tokens", "4", "--seed", "1"]):
+        again = eval_run(*refused, *common)
+        assert again.returncode == 2, again.stdout[-500:]
+        assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+        assert "--overwrite" in again.stderr and "another run" in again.stderr
+        assert (out / "samples.jsonl").read_bytes() == before
+    assert "model_sha256" in eval_run("--max-new-tokens", "4", *common).stderr
+
+    same = eval_run("--model", str(tiny_model), "--max-new-tokens", "4", *common)
+    assert same.returncode == 0 and (out / "samples.jsonl").read_bytes() == before
+
+    fresh = eval_run("--max-new-tokens", "4", "--overwrite", *common)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    rows = [json.loads(line) for line in open(out / "samples.jsonl")]
+    assert len(rows) == 2 and all(r["run"]["model"].endswith("nano") for r in rows)
+    assert rows[0]["run"]["model_sha256"] != record["model_sha256"]
+    assert json.loads((out / "summary.json").read_text())["run"] == rows[0]["run"]
+
+
+def test_eval_run_suite_prints_one_table_with_languages_as_columns(tiny_model, data_dir, tmp_path):
+    out = tmp_path / "suite"
+    done = eval_run("--model", str(tiny_model), "--suite", "multilingual-humaneval", "--out",
+                    str(out), "--limit", "1", "--max-new-tokens", "4", "--k", "1",
+                    "--data-dir", str(data_dir), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("multilingual-humaneval:"))
+    assert lines[header].split()[-8:] == ["C++", "C#", "Go", "Java", "JavaScript", "Kotlin",
+                                          "Python", "Rust"]
+    cells = lines[header + 1].split()
+    assert cells[0] == "HumanEval" and len(cells) == 9
+    assert all(c == "n/a" or 0.0 <= float(c) <= 100.0 for c in cells[1:])
+    summary = json.loads(lines[-1])
+    for name, result in summary["benchmarks"].items():
+        if "skipped" in result:
+            assert "apt-get install" in result["skipped"]
+            continue
+        assert result["samples"] == 1 and result["run"]["benchmark"] == name
+        assert len((out / name / "samples.jsonl").read_text().splitlines()) == 1
+    for suffix in (".md", ".json", ".png"):
+        assert (out / f"multilingual-humaneval{suffix}").stat().st_size > 0
