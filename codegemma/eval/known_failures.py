@@ -483,8 +483,6 @@ KNOWN_BAD_REFERENCES: dict[str, dict[str, str]] = {
             "(IndentationError)",
         "MBPP/160": "wrong test: it expects 'No candidate' (the conversion renamed solution to "
             "candidate inside a string); the reference returns 'No solution'",
-        "MBPP/341": "wrong test: tuple(set) order is the set's hash order, not sorted; {6, ..., "
-            "11} gives (8, 9, 10, 11, 6, 7)",
         "MBPP/349": "broken upstream: the entry point is named check, which the test's own "
             "check(candidate) replaces, so check(check) runs the test on itself",
         "MBPP/367": "wrong test: it uses trees root, root1, root2 that MBPP's test_setup_code "

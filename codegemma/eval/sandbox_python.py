@@ -16,7 +16,8 @@ fails the sample at once, out of the reach of the tests' own `try` blocks.
 
 Wire format: frames of a 4-byte big-endian length and JSON. Values are JSON scalars, or arrays
 whose first item is a tag: "l" list, "t" tuple, "s" set, "F" frozenset, "d" dict (flat key,
-value pairs), "b" bytes (latin-1 text), "c" complex, "h" a sample object kept in the sample's
+value pairs), "b" bytes (latin-1 text), "c" complex, "y" a built-in type of plain data (MBPP/533
+passes `int`), "h" a sample object kept in the sample's
 process (index, type name), "r" a reference the judge passes back (["n", name] or ["i", index]).
 """
 
@@ -39,6 +40,18 @@ SAMPLE_STACK = 64 * 1024 * 1024  # deep recursion in samples
 
 CONTAINER_TAGS = {"l": list, "t": tuple, "s": set, "F": frozenset}
 SCALARS = (int, float, bool, str)
+# Types that may cross by name: the plain data types themselves (tests pass e.g. `int` as an argument).
+PLAIN_TYPES = {t.__name__: t for t in (int, float, bool, str, list, tuple, set, frozenset, dict, bytes, complex,
+                                       type(None))}
+
+
+def plain_type_name(value) -> str | None:
+    """The name of `value` when it is one of PLAIN_TYPES itself (by identity: no comparison runs)."""
+    if type(value) is type:
+        for name, t in PLAIN_TYPES.items():
+            if value is t:
+                return name
+    return None
 
 
 class ProtocolError(Exception):
@@ -124,6 +137,8 @@ def encode(value, depth: int = 0):
         return ["b", value.decode("latin-1")]
     if kind is complex:
         return ["c", value.real, value.imag]
+    if plain_type_name(value) is not None:
+        return ["y", plain_type_name(value)]
     raise TypeError(f"the tests pass a {kind.__name__} to the sample; only plain data can cross")
 
 
@@ -157,6 +172,8 @@ def decode_answer(value, judge: "Judge", budget: list, depth: int = 0):
             raise ProtocolError("malformed bytes") from None
     if tag == "c" and len(items) == 2 and all(type(x) in (int, float) for x in items):
         return complex(items[0], items[1])
+    if tag == "y" and len(items) == 1 and type(items[0]) is str and items[0] in PLAIN_TYPES:
+        return PLAIN_TYPES[items[0]]
     if (tag == "h" and len(items) == 2 and type(items[0]) is int and type(items[1]) is str):
         return Remote(judge, ["i", items[0]], items[1][:80] + " object")
     raise ProtocolError(f"a value with an unknown tag {tag[:20]!r}")
@@ -315,6 +332,8 @@ class Exporter:
             return ["b", bytes(value).decode("latin-1")]
         if isinstance(value, complex):
             return ["c", value.real, value.imag]
+        if plain_type_name(value) is not None:
+            return ["y", plain_type_name(value)]
         self.kept.append(value)
         return ["h", len(self.kept) - 1, type(value).__name__]
 
@@ -332,6 +351,8 @@ class Exporter:
             return items[0].encode("latin-1")
         if tag == "c":
             return complex(*items)
+        if tag == "y":
+            return PLAIN_TYPES[items[0]]
         kind, key = items[0]
         if kind == "n":
             if key not in namespace:

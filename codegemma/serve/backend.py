@@ -146,7 +146,8 @@ class Backend:
         fields: dict[str, Any] = dict(
             max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=int(top_k or 0),
             top_p=float(top_p if top_p is not None else 1.0), repetition_penalty=float(repetition_penalty or 1.0),
-            seed=seed, stop=check_stops(stop), max_time_ms=max_time_ms or None)
+            # the APIs' 64-bit signed seeds (OpenAI, Ollama, Mistral) as the engine's unsigned ones
+            seed=None if seed is None else int(seed) % 2**64, stop=check_stops(stop), max_time_ms=max_time_ms or None)
         asked = {"min_p": float(min_p or 0.0), "logit_bias": tuple(logit_bias),
                  "samplers": None if samplers is None else tuple(samplers), "logprobs": int(logprobs or 0)}
         fields.update({k: v for k, v in asked.items() if v != _OPTIONAL_SAMPLING[k]})

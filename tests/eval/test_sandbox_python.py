@@ -126,3 +126,18 @@ def test_objects_of_the_sample_can_be_built_used_and_passed_back(sandbox):
             "assert total(a) == 6 and a.next.v == 2\n")
     assert sandbox.run(code, test).passed
     assert not sandbox.run(code.replace("n.v +", "1 +"), test).passed
+
+
+def test_plain_types_cross_by_name_and_nothing_else_does(sandbox):
+    """MBPP/533 passes `int` and `str` to the sample (remove_datatype(t, int)); a type is not data, but
+    the plain types themselves cross by name, both ways, and arrive as the very types."""
+    test = ("def check(candidate):\n    assert candidate((4, 'a', 5.0), int) == [4]\n"
+    code = "def f(t, kind):\n    assert kind is int or kind is str\n    return [x for x in t if type(x) is kind]\n"
+    assert sandbox.run(code, test, "f").passed
+    assert sandbox.run("def f():\n    return type(None), dict\n", "assert f() == (type(None), dict)\n").passed
+    assert sp.decode_answer(["y", "int"], None, [10]) is int
+    for wire in (["y", "object"], ["y", "type"], ["y", 3], ["y"]):
+        with pytest.raises(sp.ProtocolError):
+            sp.decode_answer(wire, None, [10])
+    with pytest.raises(TypeError, match="only plain data"):
+        sp.encode(object)

@@ -27,8 +27,8 @@ PER_CLIENT = 8
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory, model_dir):
     # 0.0.0.0: loopback clients (the bystander, most attacks) and one from this host's own
-    # non-loopback address, which the per-address cap applies to.
-    s = _start(tmp_path_factory, model_dir, "edge", "--host", "0.0.0.0", "--max-slots", "2",
+    # non-loopback address, which the per-address cap applies to (no key: the attacks are keyless).
+    s = _start(tmp_path_factory, model_dir, "edge", "--host", "0.0.0.0", "--unsafe-no-api-key", "--max-slots", "2",
                "--max-body-mb", str(MAX_BODY / 2**20), "--client-timeout", str(CLIENT_TIMEOUT_S),
                "--max-connections-per-client", str(PER_CLIENT), files_limit=1024)
     yield s

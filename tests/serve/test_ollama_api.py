@@ -106,7 +106,7 @@ def test_an_spm_server_reports_and_runs_the_spm_template(spm_client):
 def test_tags_version_and_probe(oll, client):
     assert [m.model for m in oll.list().models] == ["codegemma-debug"]
     assert client.get("/api/version").json()["version"]
-    r = client.get("/")
+    r = client.get("/", headers={"Accept": "text/plain"})  # a browser gets the playground (test_playground.py)
     assert r.status_code == 200 and r.text == "Ollama is running"
 
 

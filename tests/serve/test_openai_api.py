@@ -232,13 +232,17 @@ def test_logprobs_on_completions_and_chat(oai):
     c = oai.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0, logprobs=True,
                                     top_logprobs=3)
     content = c.choices[0].logprobs.content
-    assert "".join(t.token for t in content) == c.choices[0].message.content
+    text = c.choices[0].message.content
+    # Token by token, or (random weights) a run of byte tokens that is not UTF-8: the reply's text then
+    # holds one U+FFFD per byte, as Hugging Face's byte-fallback decoder writes it, and the bytes say what came.
+    assert "".join(t.token for t in content) == text or (
+        text == "\ufffd" * len(text) and sum(len(t.bytes) for t in content) >= len(text))
     assert all(len(t.top_logprobs) == 3 and t.bytes is not None for t in content)
     streamed = oai.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0, logprobs=True,
                                            top_logprobs=3, stream=True)
     tokens = [t.token for ch in streamed if ch.choices and ch.choices[0].logprobs
               for t in ch.choices[0].logprobs.content]
-    assert "".join(tokens) == c.choices[0].message.content
+    assert tokens == [t.token for t in content]
 
 
 @_engine_has("logit_bias")
