@@ -132,6 +132,7 @@ def test_plain_types_cross_by_name_and_nothing_else_does(sandbox):
     """MBPP/533 passes `int` and `str` to the sample (remove_datatype(t, int)); a type is not data, but
     the plain types themselves cross by name, both ways, and arrive as the very types."""
     test = ("def check(candidate):\n    assert candidate((4, 'a', 5.0), int) == [4]\n"
+            "    assert candidate((4, 'a'), str) == ['a']\n")
     code = "def f(t, kind):\n    assert kind is int or kind is str\n    return [x for x in t if type(x) is kind]\n"
     assert sandbox.run(code, test, "f").passed
     assert sandbox.run("def f():\n    return type(None), dict\n", "assert f() == (type(None), dict)\n").passed
