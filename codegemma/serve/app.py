@@ -188,7 +188,7 @@ def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_
                cors_origins: str | None = "*", slots: bool = True, limits: ClientLimits = ClientLimits()) -> None:
     import uvicorn
 
-    from codegemma.serve.connections import connection_cap, guarded_protocol, raise_file_limit
+    from codegemma.serve.connections import MAX_HEADER_BYTES, connection_cap, guarded_protocol, raise_file_limit
 
     app = create_app(backend, api_key=api_key, close_engine=True, cors_origins=cors_origins, slots=slots,
                      limits=limits)
@@ -204,5 +204,5 @@ def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_
     # h11 always (the guards extend its protocol), whatever else is installed; headers of at most
     # 16 KiB (h11's default, stated here because the guards rely on it).
     uvicorn.run(app, host=host, port=port, log_level=log_level, http=protocol, backlog=limits.backlog,
-                timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=16 * 1024,
+                timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                 timeout_graceful_shutdown=5)

@@ -38,6 +38,10 @@ log = logging.getLogger("codegemma.serve")
 
 _REFUSAL_BODY = (b'{"error": {"code": 503, "message": "the server has too many open connections, all of them busy; '
                  b'retry in a moment", "type": "unavailable_error"}}')
+MAX_HEADER_BYTES = 16 * 1024  # a request line and headers; h11's own cap for headers that arrive in pieces
+_HEADERS_BODY = b'{"error": "request headers over 16 KiB"}'
+HEADERS_TOO_LARGE = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                     b"content-length: %d\r\n\r\n" % len(_HEADERS_BODY)) + _HEADERS_BODY
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
            b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(_REFUSAL_BODY)) + _REFUSAL_BODY
 
@@ -138,7 +142,7 @@ class ConnectionTable:
 def guarded_protocol(limits: ClientLimits, max_connections: int,
                      on_drop: Callable[[str], None] = lambda reason: None) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the guards above; `on_drop(reason)` is called for every connection
-    the guards close (reasons: header_timeout, write_stall, evicted, refused)."""
+    the guards close (reasons: header_timeout, header_size, write_stall, evicted, refused)."""
     table = ConnectionTable()  # this server's (the class is made per server)
 
     class GuardedH11Protocol(H11Protocol):
@@ -158,6 +162,23 @@ def guarded_protocol(limits: ClientLimits, max_connections: int,
                     timer.cancel()
             table.remove(self)
             super().connection_lost(exc)
+
+        # ---- headers of at most MAX_HEADER_BYTES ------------------------------------------------------
+        def data_received(self, data: bytes) -> None:
+            # h11 caps headers only while they are incomplete: 64 KiB arriving in one read would be parsed.
+            if self.conn.their_state is h11.IDLE and self._headers_too_large(data):
+                on_drop("header_size")
+                self.transport.write(HEADERS_TOO_LARGE)
+                self.transport.close()
+                return
+            super().data_received(data)
+
+        def _headers_too_large(self, data: bytes) -> bool:
+            pending = self.conn.trailing_data[0]
+            if len(pending) + len(data) <= MAX_HEADER_BYTES:
+                return False
+            head = (bytes(pending) + data)[:MAX_HEADER_BYTES + 4]
+            return b"\r\n\r\n" not in head
 
         # ---- a request's headers within client_timeout_s ---------------------------------------------
         def _arm_deadline(self) -> None:

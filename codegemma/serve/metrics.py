@@ -90,7 +90,7 @@ class ServerMetrics:
                                    "(streaming or not); their generations are cancelled",
                                    registry=self.registry)
         self.connections_dropped = Counter("codegemma_connections_dropped",
-                                           "Connections closed by the server's guards, by reason (header_timeout, "
+                                           "Connections closed by the server's guards, by reason (header_timeout, header_size, "
                                            "write_stall, evicted, refused); see connections.py",
                                            ("reason",), registry=self.registry)
         in_flight_gauge = Gauge("codegemma_generations_in_flight",
