@@ -22,7 +22,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 from codegemma.fim.format import stop_token_ids
 from codegemma.fim.prompt import ContextOverflow, Prompt, PromptBuilder, PromptError
@@ -134,8 +134,9 @@ class Backend:
                  min_p: float = 0.0, repetition_penalty: float = 1.0, seed: int | None = None,
                  stop: Sequence[str] = (), max_time_ms: float | None = None,
                  logit_bias: Sequence[tuple[int, float]] = (), samplers: Sequence[str] | None = None,
-                 logprobs: int = 0, max_new_tokens: int | None = None):
-        """SamplingParams for `prepared`. The CodeGemma stop tokens (FIM sentinels, file separator,
+                 logprobs: int = 0, max_new_tokens: int | None = None, names: Mapping[str, str] | None = None):
+        """SamplingParams for `prepared`. `names`: the route's names of the engine's fields (a refused
+        `repetition_penalty` is the client's `repeat_penalty`), so a 400 names what the client sent. The CodeGemma stop tokens (FIM sentinels, file separator,
         eos, end_of_turn) are always on: the engine stops on their ids, so clients need not send them.
         Every route's `stop` passes here, so its caps (limits.check_stops) hold for all of them."""
         from codegemma.infer.sampling import SamplingParams
@@ -160,7 +161,11 @@ class Backend:
         try:
             return SamplingParams(**fields)
         except ValueError as exc:
-            raise APIError(400, str(exc)) from None
+            message = str(exc)
+            field = message.split(" ", 1)[0]
+            if names and field in names:
+                message = names[field] + message[len(field):]
+            raise APIError(400, message) from None
 
     def predict_limit(self, n: int | None) -> int | None:
         """The limit of a request asking for `n` tokens (None or negative: no limit of its own, so

@@ -93,6 +93,7 @@ def _serve(args) -> int:
     from codegemma.device import resolve_device
     from codegemma.model.checkpoint import load_config
     from codegemma.models import resolve_model
+    from codegemma.serve.connections import is_loopback
 
     api_key = args.api_key or os.environ.get("CODEGEMMA_API_KEY") or None
 
@@ -115,7 +116,7 @@ def _serve(args) -> int:
         raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
-    if not api_key and not _is_loopback(args.host) and not args.unsafe_no_api_key:
+    if not api_key and not is_loopback(args.host) and not args.unsafe_no_api_key:
         # On a shared machine or network an open port is everyone's model and compute.
         raise UserError(f"--host {args.host} is reachable from other machines; give --api-key KEY (or set "
                         "CODEGEMMA_API_KEY), or pass --unsafe-no-api-key on a trusted network")
@@ -130,24 +131,13 @@ def _serve(args) -> int:
                            cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
                            n_predict=args.n_predict, temperature=args.temp, seed=args.seed,
                            quantize=args.quantize, group_size=args.group_size)
-    if not api_key and not _is_loopback(args.host):
+    if not api_key and not is_loopback(args.host):
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "
             "the model", args.host)
     run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
                slots=args.slots, limits=limits)
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -76,11 +76,15 @@ def connection_cap(limits: ClientLimits, soft_limit: int) -> int:
     return cap
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` (a bind address or a peer's) is this machine only: loopback addresses (IPv4-mapped
+    too), `localhost`, or None (a Unix socket). Any other name may resolve to anything: not loopback."""
+    if host is None or host.lower() in ("localhost", "ip6-localhost"):
+        return True
     try:
-        ip = ipaddress.ip_address(host or "")
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return host is None  # a Unix socket: local
+        return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return (mapped or ip).is_loopback
 
@@ -149,7 +153,7 @@ def guarded_protocol(limits: ClientLimits, max_connections: int,
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._host = self.client[0] if self.client else None
-            self._capped = limits.max_per_client > 0 and not _is_loopback(self._host)
+            self._capped = limits.max_per_client > 0 and not is_loopback(self._host)
             self._deadline = None
             self._stall = None
             table.add(self)

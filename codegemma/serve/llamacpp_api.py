@@ -42,6 +42,10 @@ MAX_PROMPTS = 16  # prompts in one /completion request
 MAX_PROBS = 20  # n_probs
 
 
+# The engine's field names as llama.cpp's server calls them (for the 400s that name a field).
+LLAMACPP_NAMES = {"repetition_penalty": "repeat_penalty", "max_time_ms": "t_max_predict_ms", "logprobs": "n_probs",
+                  "max_new_tokens": "n_predict"}
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
@@ -187,7 +191,7 @@ def build_router(backend: Backend) -> APIRouter:
                                 seed=None if base < 0 else base + j, stop=req.stop,
                                 max_time_ms=float(req.t_max_predict_ms) or None,
                                 logit_bias=logit_bias(req.logit_bias, backend.tokenizer), samplers=req.samplers,
-                                logprobs=req.n_probs)
+                                logprobs=req.n_probs, names=LLAMACPP_NAMES)
 
     def probs(req: LlamaParams, items) -> list[dict]:
         items = [t for t in items if t.token_id not in stop_ids]

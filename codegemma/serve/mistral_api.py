@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from codegemma.serve.backend import Backend
-from codegemma.serve.errors import OPENAI, APIError
+from codegemma.serve.errors import OPENAI
 from codegemma.serve.limits import Int64Seed
 from codegemma.serve.openai_api import new_id, usage
 from codegemma.serve.protocol import SSE_DONE, finish_reason, merge, refuse_structured, route, run_all, sse, stream_response

@@ -105,7 +105,8 @@ def build_router(backend: Backend) -> APIRouter:
         stop = o.get("stop") or []
         return backend.sampling(prepared, temperature=o["temperature"], top_k=o["top_k"], top_p=o["top_p"],
                                 repetition_penalty=o["repeat_penalty"], seed=o.get("seed"),
-                                stop=[stop] if isinstance(stop, str) else stop)
+                                stop=[stop] if isinstance(stop, str) else stop,
+                                names={"repetition_penalty": "repeat_penalty"})
 
     def limits(req: _Base) -> dict:
         o = req.options or OllamaOptions()

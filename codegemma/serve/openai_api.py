@@ -161,7 +161,8 @@ def build_router(backend: Backend) -> APIRouter:
             top_p=1.0 if req.top_p is None else req.top_p, min_p=req.min_p or 0.0,
             repetition_penalty=req.repetition_penalty or req.repeat_penalty or 1.0, seed=seed, stop=req.stops(),
             max_time_ms=float(req.t_max_predict_ms) or None, logit_bias=logit_bias(req.logit_bias, backend.tokenizer),
-            samplers=req.samplers, logprobs=n_logprobs)
+            samplers=req.samplers, logprobs=n_logprobs,
+            names=None if req.repetition_penalty or not req.repeat_penalty else {"repetition_penalty": "repeat_penalty"})
 
     def token_items(items):
         return [t for t in items if t.token_id not in stop_ids]

@@ -220,3 +220,12 @@ def test_sigterm_during_a_slow_upload_stops_the_server(edge):
     assert time.monotonic() - started < 20
     # a graceful shutdown (uvicorn re-raises the signal once it is done: -15 is how it exits)
     assert code in (0, -signal.SIGTERM) and "Finished server process" in edge.log()
+
+
+def test_one_loopback_rule_for_bind_addresses_and_peers():
+    """`serve --host` and the per-client cap share one rule: names other than localhost may resolve
+    anywhere, IPv4-mapped loopback is loopback, a Unix socket (no address) is local."""
+    from codegemma.serve.connections import is_loopback
+
+    assert all(map(is_loopback, [None, "127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost", "::ffff:127.0.0.1"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "example.com", "localhost.evil"]))

@@ -229,3 +229,35 @@ def test_health_answers_fast_while_heavy_requests_run(server, guarded_server):
     # its bystander may meet the full queue too (429, Retry-After): its probes must still be fast
     assert all(r[2] < 1.0 for r in g.records if r[0] == "health")
     assert all(r[1] in (200, 429) for r in g.records)
+
+
+@pytest.mark.parametrize("path, base, fields", [
+    ("/v1/completions", {"prompt": "def f(x):\n", "max_tokens": 8},
+     {"temperature": [3.7777e-39, 1e-300], "repetition_penalty": [5e-324], "top_k": [10**30, 1e30]}),
+    ("/completion", {"prompt": "def f(x):\n", "n_predict": 8},
+     {"temperature": [3.7777e-39, 1e-300], "repeat_penalty": [5e-324], "top_k": [10**30, 1e30]}),
+    ("/api/generate", {"model": "m", "prompt": "def f(x):\n", "stream": False, "options": {"num_predict": 8}},
+     {"options.temperature": [3.7777e-39, 1e-300], "options.repeat_penalty": [5e-324], "options.top_k": [10**30]}),
+])
+def test_the_issue_s_sampling_values_never_hurt_a_neighbour(server, client, path, base, fields):
+    """Issue 14's reproductions through the HTTP layer: each value is either computed (a temperature too
+    small to divide by is greedy) or a 400 naming the field, never a 500, while a greedy neighbour decoding
+    in the same steps gets exactly the text it gets alone."""
+    neighbour = {"prompt": "class Stack:\n", "max_tokens": 24, "temperature": 0}
+    alone = client.post("/v1/completions", json=neighbour).json()["choices"][0]["text"]
+    for field, values in fields.items():
+        for value in values:
+            body = json.loads(json.dumps(base))
+            target, key = (body["options"], field.split(".")[1]) if field.startswith("options.") else (body, field)
+            target[key] = value
+            with httpx.Client(base_url=server.url, timeout=120) as other:
+                results = {}
+                t = threading.Thread(target=lambda: results.update(n=other.post("/v1/completions", json=neighbour)))
+                t.start()
+                r = client.post(path, json=body)
+                t.join()
+            assert r.status_code in (200, 400), (field, value, r.status_code, r.text[:300])
+            if r.status_code == 400:
+                assert key in r.text, (field, value, r.text[:300])
+            assert results["n"].status_code == 200 and results["n"].json()["choices"][0]["text"] == alone
+    server.assert_alive()
