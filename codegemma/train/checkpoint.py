@@ -28,15 +28,10 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
+from codegemma.atomic import atomic_write_text
 from codegemma.train.parallel import Runtime, barrier
 
 _OPTIONS = StateDictOptions(ignore_frozen_params=True)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -71,7 +66,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, trainer: dict, rt: 
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_text(root / "latest", name + "\n")
+        atomic_write_text(root / "latest", name + "\n")
         done = sorted(p for p in root.glob("step_*") if p.is_dir())
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
