@@ -158,29 +158,26 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
     return app
 
 
-def load_backend(model_dir: str, *, device: str | None = None, dtype: str | None = None,
-                 max_slots: int = 4, max_queue: int = 64, max_seq_len: int | None = None,
-                 model_name: str | None = None, fim_mode: str = "psm", decode: str | None = None,
-                 speculate: int = 15, cache_reuse: int = 0, allow_nonfinite: bool = False,
-                 n_predict: int | None = None, temperature: float | None = None, seed: int | None = None,
-                 quantize: str | None = None, group_size: int = 128) -> Backend:
-    """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start)."""
+def load_backend(model_dir: str, *, device: str | None = None, decode: str | None = None, max_slots: int = 4,
+                 model_name: str | None = None, fim_mode: str = "psm", n_predict: int | None = None,
+                 temperature: float | None = None, seed: int | None = None, **load_options) -> Backend:
+    """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start).
+    `load_options` go to codegemma.load (dtype, max_seq_len, quantize, group_size, allow_nonfinite) and
+    through it to the Engine (max_queue, speculate, cache_reuse); the rest are the server's own."""
     from pathlib import Path
 
     from codegemma.api import load
 
-    # warmup: compile/capture every graph shape (decode, verification, short prefill chunks) before
-    # the first request, with a progress bar (a no-op on CPU): no keystroke waits for a compile.
     if decode is None:  # a server lives long: compiling once for the fastest decode step pays off
         from codegemma.device import resolve_device
 
         decode = "compile" if resolve_device(device).type == "cuda" else "eager"
-    cg = load(model_dir, device=device, dtype=dtype, max_slots=max_slots, max_seq_len=max_seq_len,
-              max_queue=max_queue, warmup=True, progress=True, decode=decode, speculate=speculate,
-              cache_reuse=cache_reuse, allow_nonfinite=allow_nonfinite, quantize=quantize, group_size=group_size)
-    engine, tokenizer, config = cg.engine, cg.tokenizer, cg.config
+    # warmup: compile/capture every graph shape (decode, verification, short prefill chunks) before
+    # the first request, with a progress bar (a no-op on CPU): no keystroke waits for a compile.
+    cg = load(model_dir, device=device, decode=decode, max_slots=max_slots, warmup=True, progress=True,
+              **load_options)
     name = model_name or Path(model_dir).resolve().name
-    return Backend(engine, tokenizer, name, config=config, model_dir=str(model_dir), fim_mode=fim_mode,
+    return Backend(cg.engine, cg.tokenizer, name, config=cg.config, model_dir=str(model_dir), fim_mode=fim_mode,
                    n_predict=n_predict, temperature=temperature, seed=seed)
 
 
