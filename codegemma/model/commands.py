@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from codegemma.fim.format import MODES
-
 import argparse
+
+from codegemma.fim.format import MODES
 
 
 def register(subparsers) -> None:

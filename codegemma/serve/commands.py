@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from codegemma.fim.format import MODES
-from codegemma.infer.modes import DECODE_MODES
-from codegemma.serve.limits import UINT32_MAX, ClientLimits
-
 import logging
 import os
 
+from codegemma.fim.format import MODES
+from codegemma.infer.modes import DECODE_MODES
 from codegemma.model.commands import add_allow_nonfinite
+from codegemma.serve.limits import UINT32_MAX, ClientLimits
 
 
 def register(subparsers) -> None:
