@@ -23,8 +23,6 @@ KNOWN_BAD_REFERENCES: dict[str, dict[str, str]] = {
             "throw",
     },
     "mbxp-cpp": {
-        "MBCPP/543": "does not compile: `case (long long)98759853034:` in a switch on an int is a "
-            "narrowing conversion that C++11 and later reject",
         "MBCPP/769": "exits early: the reference calls exit(0) when the lists differ in length, "
             "before the tests ran (MxEval counted exit status 0 as a pass)",
     },
@@ -468,13 +466,9 @@ KNOWN_BAD_REFERENCES: dict[str, dict[str, str]] = {
         "MBKP/807": "toolchain: it uses max()/min()/maxBy/minBy as non-null, which they are only "
             "since Kotlin 1.7; Debian 12 ships Kotlin 1.3.31, where they return a nullable "
             "(whether the reference is right is not known here)",
-        "MBKP/815": "does not compile: calls to static methods in Java interfaces are prohibited "
-            "in JVM target 1.6. Recompile with '-jvm-target 1.8'",
         "MBKP/867": "toolchain: it uses max()/min()/maxBy/minBy as non-null, which they are only "
             "since Kotlin 1.7; Debian 12 ships Kotlin 1.3.31, where they return a nullable "
             "(whether the reference is right is not known here)",
-        "MBKP/875": "does not compile: calls to static methods in Java interfaces are prohibited "
-            "in JVM target 1.6. Recompile with '-jvm-target 1.8'",
     },
     "mbxp-python": {
         "MBPP/56": "broken upstream: the entry point is named check, which the test's own "
