@@ -28,7 +28,7 @@ class InfillSampler:
         """cands: [(logit, id, seen)] sorted by logit, descending -> the candidates kept."""
         if not cands:
             return cands
-        p = _softmax([c[0] for c in cands])
+        p = softmax([c[0] for c in cands])
         is_eog = [c[1] in self.eog for c in cands]
         p_eog = sum(q for q, e in zip(p, is_eog) if e)
         p_txt = sum(q for q, e in zip(p, is_eog) if not e)
@@ -64,18 +64,15 @@ class InfillSampler:
                 backend = getattr(self._tok, "backend", None)
                 if backend is not None:
                     self._control |= frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
-            raw = self._tok.id_to_piece(tid) or ""
-            if tid in self._control:
-                b = b""
-            elif len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):
-                b = bytes([int(raw[3:5], 16)])
-            else:
-                b = raw.replace("\u2581", " ").encode("utf-8")
+            b = b"" if tid in self._control else (self._tok.piece_bytes(tid) or b"")
             self._pieces[tid] = b
         return b
 
 
-def _softmax(logits: list[float]) -> list[float]:
+def softmax(logits: list[float]) -> list[float]:
+    """Probabilities of a short list of logits (the Python side of the sampler chains)."""
+    if not logits:
+        return []
     m = max(logits)
     e = [math.exp(v - m) for v in logits]
     s = sum(e)

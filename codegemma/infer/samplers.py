@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from codegemma.infer.infill import InfillSampler
+from codegemma.infer.infill import InfillSampler, softmax
 from codegemma.infer.requests import TokenLogprob
 from codegemma.infer.sampling import MAX_TEMPERATURE, SamplingParams
 
@@ -260,7 +260,7 @@ class TokenChooser:
         if step == "top_k":
             return cands[:p.top_k]
         if step == "top_p":
-            probs, keep, before = _softmax([c[0] for c in cands]), [], 0.0
+            probs, keep, before = softmax([c[0] for c in cands]), [], 0.0
             for c, q in zip(cands, probs):
                 if before >= p.top_p:
                     break
@@ -302,7 +302,7 @@ class TokenChooser:
             if greedy:
                 out[b, cands[0][1]] = 1.0
                 continue
-            for q, c in zip(_softmax([c[0] for c in cands]), cands):
+            for q, c in zip(softmax([c[0] for c in cands]), cands):
                 out[b, c[1]] += q
         return out
 
@@ -381,17 +381,8 @@ def _pick(vals: torch.Tensor, ids: torch.Tensor | None, uniforms: torch.Tensor |
 
 
 # ---- python helpers -------------------------------------------------------------------------------------
-def _softmax(logits: list[float]) -> list[float]:
-    if not logits:
-        return []
-    m = max(logits)
-    e = [math.exp(v - m) for v in logits]
-    s = sum(e)
-    return [x / s for x in e]
-
-
 def _py_pick(cands: list, u: float) -> int:
-    probs = _softmax([c[0] for c in cands])
+    probs = softmax([c[0] for c in cands])
     target, acc = u * sum(probs), 0.0
     for q, c in zip(probs, cands):
         acc += q
@@ -401,7 +392,7 @@ def _py_pick(cands: list, u: float) -> int:
 
 
 def _py_probs(cands: list, tok: int, n: int) -> TokenLogprob:
-    probs = _softmax([c[0] for c in cands])
+    probs = softmax([c[0] for c in cands])
     lp = {c[1]: (math.log(q) if q > 0 else NEG_INF) for q, c in zip(probs, cands)}
     top = sorted(lp.items(), key=lambda kv: -kv[1])[:n]
     return TokenLogprob(tok, lp.get(tok, NEG_INF), top)

@@ -18,11 +18,9 @@ class Pieces:
         self.piece = lru_cache(maxsize=65536)(self._piece)
 
     def _piece(self, tid: int) -> tuple[str, list[int]]:
-        raw = self._tok.id_to_piece(tid) or ""
-        if len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):  # a byte-fallback token
-            return self._tok.decode([tid]), [int(raw[3:5], 16)]
         text = self._tok.decode([tid])
-        return text, list(raw.replace("\u2581", " ").encode("utf-8")) if raw else list(text.encode("utf-8"))
+        raw = self._tok.piece_bytes(tid)
+        return text, list(text.encode("utf-8") if raw is None else raw)
 
     def text(self, tid: int) -> str:
         return self.piece(tid)[0]

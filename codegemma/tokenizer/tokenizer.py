@@ -214,5 +214,15 @@ class Tokenizer:
             return self._tok.id_to_token(int(tid))
         return self._sp.IdToPiece(int(tid))
 
+    def piece_bytes(self, tid: int) -> bytes | None:
+        """The bytes a token stands for, as llama.cpp's token_to_piece gives them: a byte-fallback token
+        (`<0x0A>`) its one byte, any other its piece with `▁` as a space; None for an id without one."""
+        raw = self.id_to_piece(tid)
+        if not raw:
+            return None
+        if len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):
+            return bytes([int(raw[3:5], 16)])
+        return raw.replace("\u2581", " ").encode("utf-8")
+
     def __repr__(self) -> str:
         return f"Tokenizer({self.source!r}, vocab_size={self.vocab_size}, fim={self.has_fim})"

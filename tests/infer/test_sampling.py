@@ -132,6 +132,9 @@ class _Pieces:
     def id_to_piece(self, i):
         return self.pieces[i]
 
+    def piece_bytes(self, i):
+        return self.pieces[i].encode()
+
 
 def _infill_dist(logit_values, samplers=("infill",)):
     chooser = TokenChooser(_Pieces(), stop_ids=[0])

@@ -117,3 +117,12 @@ def test_parse_special_false_keeps_special_texts_as_characters(small_tokenizer_d
     assert not control & set(plain)
     assert tok.decode(plain) == text
     assert tok.encode_batch([text], add_bos=True, parse_special=False) == [[tok.bos_id, *plain]]
+
+
+def test_piece_bytes_are_the_bytes_a_token_stands_for(small_tokenizer_dir):
+    tok = Tokenizer.load(small_tokenizer_dir)
+    ids = tok.encode(" def\tä", add_bos=False)
+    assert b"".join(tok.piece_bytes(i) for i in ids) == " def\tä".encode()  # byte-fallback pieces included
+    byte_token = tok.encode("\x07")[0]  # a control byte: only a byte-fallback token spells it
+    assert tok.id_to_piece(byte_token) == "<0x07>" and tok.piece_bytes(byte_token) == b"\x07"
+    assert tok.piece_bytes(10**9) is None
