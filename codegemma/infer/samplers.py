@@ -351,7 +351,9 @@ def _device_steps(vals: torch.Tensor, ids: torch.Tensor | None, steps, params: l
                 (vals, ids), is_sorted = sort(vals, ids), True
             probs = vals.softmax(dim=-1)
             before = probs.cumsum(dim=-1) - probs
-            vals = vals.masked_fill(before >= per_row([p.top_p for p in params]), NEG_INF)
+            cut = before >= per_row([p.top_p for p in params])
+            cut[:, 0] = False  # the most likely token stays (a top_p below fp32's range compares as 0)
+            vals = vals.masked_fill(cut, NEG_INF)
         elif step == "min_p":
             floor = vals.max(dim=-1, keepdim=True).values + per_row([math.log(p.min_p) for p in params])
             vals = vals.masked_fill(vals < floor, NEG_INF)

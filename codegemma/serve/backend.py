@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,17 +34,6 @@ from codegemma.serve.metrics import ServerMetrics
 log = logging.getLogger("codegemma.serve")
 
 # SamplingParams fields a request sets only when it asks for them (their defaults mean "off").
-_OPTIONAL_SAMPLING = {"min_p": 0.0, "logit_bias": (), "samplers": None, "logprobs": 0}
-
-
-def _sampling_fields() -> frozenset[str]:
-    import dataclasses
-
-    from codegemma.infer.sampling import SamplingParams
-
-    return frozenset(f.name for f in dataclasses.fields(SamplingParams))
-
-
 class ClientGone(Exception):
     """The HTTP client disconnected; its generation was cancelled."""
 
@@ -144,22 +134,20 @@ class Backend:
         if top_p is not None and top_p <= 0:  # top_p 0 keeps only the best token: greedy
             temperature, top_p = 0.0, 1.0
         limit = prepared.max_new_tokens if max_new_tokens is None else min(max_new_tokens, prepared.max_new_tokens)
-        fields: dict[str, Any] = dict(
-            max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=int(top_k or 0),
-            top_p=float(top_p if top_p is not None else 1.0), repetition_penalty=float(repetition_penalty or 1.0),
-            # the APIs' 64-bit signed seeds (OpenAI, Ollama, Mistral) as the engine's unsigned ones
-            seed=None if seed is None else int(seed) % 2**64, stop=check_stops(stop), max_time_ms=max_time_ms or None)
-        asked = {"min_p": float(min_p or 0.0), "logit_bias": tuple(logit_bias),
-                 "samplers": None if samplers is None else tuple(samplers), "logprobs": int(logprobs or 0)}
-        fields.update({k: v for k, v in asked.items() if v != _OPTIONAL_SAMPLING[k]})
-        known = _sampling_fields()
-        for name in [k for k in fields if k not in known]:
-            # An engine built before these fields existed (they come with the engine's wave-2
-            # SamplingParams); once merged, every field is known and this never drops anything.
-            log.warning("this engine's SamplingParams has no %r: ignored", name)
-            del fields[name]
+        banned = sum(1 for _, b in logit_bias if b == -math.inf)
+        if banned >= self.tokenizer.vocab_size:
+            name = (names or {}).get("logit_bias", "logit_bias")
+            raise APIError(400, f"'{name}' bans every token of the vocabulary: nothing could be generated; "
+                                "leave at least one token allowed", name)
         try:
-            return SamplingParams(**fields)
+            return SamplingParams(
+                max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=int(top_k or 0),
+                top_p=float(top_p if top_p is not None else 1.0), min_p=float(min_p or 0.0),
+                repetition_penalty=float(repetition_penalty or 1.0),
+                # the APIs' 64-bit signed seeds (OpenAI, Ollama, Mistral) as the engine's unsigned ones
+                seed=None if seed is None else int(seed) % 2**64, stop=check_stops(stop),
+                max_time_ms=max_time_ms or None, logit_bias=tuple(logit_bias),
+                samplers=None if samplers is None else tuple(samplers), logprobs=int(logprobs or 0))
         except ValueError as exc:
             message = str(exc)
             field = message.split(" ", 1)[0]

@@ -170,6 +170,16 @@ def test_tiny_temperatures_are_greedy_and_huge_ones_finite():
     assert torch.isfinite(d).all() and abs(float(d.sum()) - 1) < 1e-5
 
 
+def test_the_smallest_cuts_keep_the_most_likely_token():
+    # top_p 5e-324 is 0 in float32: compared on the device it cut every token (a 500 found by the
+    # HTTP fuzzer on /v1/fim/completions); llama.cpp keeps at least one token (min_keep)
+    logits = _logits(b=1, v=30)
+    chooser = TokenChooser()
+    for kw in ({"top_p": 5e-324}, {"top_p": 1e-45}, {"min_p": 1.0}, {"top_p": 5e-324, "top_k": 5}):
+        p = SamplingParams(temperature=0.7, seed=0, **kw)
+        assert _pick(chooser, logits, [p], [make_generator(0)]) == [int(logits.argmax())], kw
+
+
 def test_huge_top_k_is_no_cut():
     for k in (10 ** 30, 1e30, 2 ** 63):
         assert SamplingParams(top_k=k).top_k == 0

@@ -233,11 +233,15 @@ def test_health_answers_fast_while_heavy_requests_run(server, guarded_server):
 
 @pytest.mark.parametrize("path, base, fields", [
     ("/v1/completions", {"prompt": "def f(x):\n", "max_tokens": 8},
-     {"temperature": [3.7777e-39, 1e-300], "repetition_penalty": [5e-324], "top_k": [10**30, 1e30]}),
+     {"temperature": [3.7777e-39, 1e-300], "repetition_penalty": [5e-324], "top_k": [10**30, 1e30],
+      "top_p": [5e-324]}),
     ("/completion", {"prompt": "def f(x):\n", "n_predict": 8},
-     {"temperature": [3.7777e-39, 1e-300], "repeat_penalty": [5e-324], "top_k": [10**30, 1e30]}),
+     {"temperature": [3.7777e-39, 1e-300], "repeat_penalty": [5e-324], "top_k": [10**30, 1e30], "top_p": [5e-324]}),
     ("/api/generate", {"model": "m", "prompt": "def f(x):\n", "stream": False, "options": {"num_predict": 8}},
-     {"options.temperature": [3.7777e-39, 1e-300], "options.repeat_penalty": [5e-324], "options.top_k": [10**30]}),
+     {"options.temperature": [3.7777e-39, 1e-300], "options.repeat_penalty": [5e-324], "options.top_k": [10**30],
+      "options.top_p": [5e-324]}),
+    # top_p 5e-324 is 0 in float32 and once cut every token: a 500 the fuzzer found here
+    ("/v1/fim/completions", {"prompt": "def f(x):\n", "suffix": "\n", "max_tokens": 8}, {"top_p": [5e-324, 1e-300]}),
 ])
 def test_the_issue_s_sampling_values_never_hurt_a_neighbour(server, client, path, base, fields):
     """Issue 14's reproductions through the HTTP layer: each value is either computed (a temperature too
@@ -260,4 +264,23 @@ def test_the_issue_s_sampling_values_never_hurt_a_neighbour(server, client, path
             if r.status_code == 400:
                 assert key in r.text, (field, value, r.text[:300])
             assert results["n"].status_code == 200 and results["n"].json()["choices"][0]["text"] == alone
+    server.assert_alive()
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/completion", {"prompt": "def f(x):\n", "n_predict": 4, "temperature": 0.8, "return_tokens": True}),
+    ("/v1/completions", {"prompt": "def f(x):\n", "max_tokens": 4, "temperature": 0.8}),
+])
+def test_a_logit_bias_that_bans_every_token_is_a_400(server, client, path, body):
+    """Nothing could be generated: the client's mistake, named (it was a 500 from the sampler)."""
+    n_vocab = client.get("/v1/models").json()["data"][0]["meta"]["n_vocab"]
+    everything = [[i, False] for i in range(n_vocab)]
+    r = client.post(path, json={**body, "logit_bias": everything})
+    assert r.status_code == 400 and "logit_bias" in r.text and "every token" in r.text, r.text[:300]
+    # one token left allowed: it is all the sampler can choose
+    allowed = 7
+    r = client.post(path, json={**body, "logit_bias": everything[:allowed] + everything[allowed + 1:]})
+    assert r.status_code == 200, r.text[:300]
+    if path == "/completion":
+        assert set(r.json()["tokens"]) <= {allowed} and r.json()["tokens"]
     server.assert_alive()
