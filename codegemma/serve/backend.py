@@ -141,7 +141,7 @@ class Backend:
                                 "leave at least one token allowed", name)
         try:
             return SamplingParams(
-                max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=int(top_k or 0),
+                max_new_tokens=limit, temperature=max(0.0, float(temperature or 0.0)), top_k=max(0, int(top_k or 0)),
                 top_p=float(top_p if top_p is not None else 1.0), min_p=float(min_p or 0.0),
                 repetition_penalty=float(repetition_penalty or 1.0),
                 # the APIs' 64-bit signed seeds (OpenAI, Ollama, Mistral) as the engine's unsigned ones

@@ -53,7 +53,7 @@ class _Strict(BaseModel):
 class LlamaParams(_Strict):
     n_predict: int = Field(-1, ge=-1)  # -1: until the context is full; 0: only cache the prompt
     temperature: float = 0.8  # llama.cpp's defaults; <= 0 is greedy
-    top_k: int = Field(40, ge=0)
+    top_k: int = 40  # <= 0: no cut (llama.cpp)
     top_p: float = Field(0.95, ge=0, le=1)
     min_p: float = Field(0.05, ge=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0)

@@ -43,7 +43,7 @@ class _Strict(BaseModel):
 class OllamaOptions(_Strict):
     num_predict: int | None = Field(None, ge=-2)  # -1: until the context is full; -2: fill it
     temperature: float | None = Field(None, ge=0)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = None  # <= 0: no cut (llama.cpp; Ollama passes it on)
     top_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0)
     stop: list[str] | str | None = None

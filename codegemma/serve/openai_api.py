@@ -58,7 +58,7 @@ class _Sampling(_Strict):
     model: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0)  # vLLM/llama.cpp extension
+    top_k: int | None = None  # vLLM/llama.cpp extension; <= 0 (vLLM: -1): no cut
     min_p: float | None = Field(None, ge=0, le=1)  # llama.cpp extension
     repetition_penalty: float | None = Field(None, gt=0)  # vLLM extension
     repeat_penalty: float | None = Field(None, gt=0)  # llama.cpp's name for it

@@ -114,6 +114,25 @@ def test_seeds_are_validated_per_api(client, path, body, field, good, bad):
         assert f"'{field}'" in r.text and "prompt refused" not in r.text, r.text[:300]
 
 
+@pytest.mark.parametrize("path, body, options", [
+    ("/completion", {"prompt": "def f(x):\n", "n_predict": 6, "temperature": 1.5, "seed": 5}, False),
+    ("/v1/completions", {"prompt": "def f(x):\n", "max_tokens": 6, "temperature": 1.5, "seed": 5}, False),
+    ("/api/generate", {"model": "m", "prompt": "def f(x):\n", "stream": False,
+                       "options": {"num_predict": 6, "temperature": 1.5, "seed": 5}}, True),
+])
+def test_a_negative_top_k_is_no_cut(client, path, body, options):
+    """llama.cpp (and Ollama through it) treat top_k <= 0 as off, vLLM's clients send -1: same text as 0."""
+    def text(k):
+        out = json.loads(json.dumps(body))
+        (out["options"] if options else out)["top_k"] = k
+        r = client.post(path, json=out)
+        assert r.status_code == 200, (k, r.text[:300])
+        j = r.json()
+        return j.get("content", j.get("response", j.get("choices", [{}])[0].get("text")))
+
+    assert text(-1) == text(0) == text(-(2 ** 63))
+
+
 @pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400"])
 def test_non_finite_numbers_are_a_400_naming_the_field(client, literal):
     for path, body in [("/completion", '{"prompt": "a", "n_predict": 2, "temperature": %s}'),
