@@ -23,6 +23,7 @@ are in llamacpp_info.py.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -68,6 +69,7 @@ class LlamaParams(_Strict):
     post_sampling_probs: bool = False
     return_tokens: bool = False
     logit_bias: list | dict | None = None
+    ignore_eos: bool = False  # ban the end-of-generation tokens (llama.cpp: logit_bias -inf on each)
     samplers: list[str] | None = None
     response_fields: list[str] | None = None
     id_slot: int = -1
@@ -181,8 +183,13 @@ def build_router(backend: Backend) -> APIRouter:
                 "stop": req.stop, "n_indent": req.n_indent, "t_max_predict_ms": req.t_max_predict_ms,
                 "n_probs": req.n_probs, "post_sampling_probs": req.post_sampling_probs,
                 "samplers": req.samplers if req.samplers is not None else list(DEFAULT_SAMPLERS),
-                "logit_bias": req.logit_bias or [], "n_ctx": prepared.n_ctx, "cache_prompt": req.cache_prompt,
+                # as llama.cpp reports them: {bias, token}, a ban (-inf) as null, ignore_eos's bans included
+                "logit_bias": [{"bias": None if b == -math.inf else b, "token": t} for t, b in biases(req)],
+                "ignore_eos": req.ignore_eos, "n_ctx": prepared.n_ctx, "cache_prompt": req.cache_prompt,
                 "stream": req.stream, "model": req.model or backend.model_name}
+
+    def biases(req: LlamaParams) -> tuple[tuple[int, float], ...]:
+        return logit_bias(req.logit_bias, backend.tokenizer, ban=stop_ids if req.ignore_eos else ())
 
     def sampling(req: LlamaParams, prepared, j: int):
         base = seed(req)
@@ -190,7 +197,7 @@ def build_router(backend: Backend) -> APIRouter:
                                 min_p=req.min_p, repetition_penalty=req.repeat_penalty,
                                 seed=None if base < 0 else base + j, stop=req.stop,
                                 max_time_ms=float(req.t_max_predict_ms) or None,
-                                logit_bias=logit_bias(req.logit_bias, backend.tokenizer), samplers=req.samplers,
+                                logit_bias=biases(req), samplers=req.samplers,
                                 logprobs=req.n_probs, names=LLAMACPP_NAMES)
 
     def probs(req: LlamaParams, items) -> list[dict]:

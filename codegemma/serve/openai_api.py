@@ -65,6 +65,7 @@ class _Sampling(_Strict):
     presence_penalty: float | None = Field(None, ge=-2, le=2)  # accepted, not applied
     frequency_penalty: float | None = Field(None, ge=-2, le=2)  # accepted, not applied
     logit_bias: dict[str, Any] | list | None = None
+    ignore_eos: bool = False  # llama.cpp and vLLM extension: the end-of-generation tokens are banned
     samplers: list[str] | None = None  # llama.cpp extension
     n_predict: int | None = Field(None, ge=-1)  # llama.cpp extension: wins over max_tokens
     t_max_predict_ms: int = Field(0, ge=0)  # llama.cpp extension
@@ -160,8 +161,8 @@ def build_router(backend: Backend) -> APIRouter:
             prepared, temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k or 0,
             top_p=1.0 if req.top_p is None else req.top_p, min_p=req.min_p or 0.0,
             repetition_penalty=req.repetition_penalty or req.repeat_penalty or 1.0, seed=seed, stop=req.stops(),
-            max_time_ms=float(req.t_max_predict_ms) or None, logit_bias=logit_bias(req.logit_bias, backend.tokenizer),
-            samplers=req.samplers, logprobs=n_logprobs,
+            max_time_ms=float(req.t_max_predict_ms) or None, logit_bias=logit_bias(
+                req.logit_bias, backend.tokenizer, ban=stop_ids if req.ignore_eos else ()), samplers=req.samplers, logprobs=n_logprobs,
             names=None if req.repetition_penalty or not req.repeat_penalty else {"repetition_penalty": "repeat_penalty"})
 
     def token_items(items):

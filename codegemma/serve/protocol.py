@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -197,12 +197,14 @@ def refuse_structured(req: BaseModel, fields: Sequence[str] = STRUCTURED_FIELDS)
                                 "grammar-constrained sampling; leave it out", name)
 
 
-def logit_bias(value: Any, tokenizer, field: str = "logit_bias") -> tuple[tuple[int, float], ...]:
+def logit_bias(value: Any, tokenizer, field: str = "logit_bias", ban: Iterable[int] = ()) -> tuple[tuple[int, float], ...]:
     """llama.cpp's and OpenAI's logit_bias as (id, bias) pairs: a list of [token, bias] pairs or an
     object {token: bias}; a token is an id (a number, or a string of digits as OpenAI's JSON keys
-    are) or a text, whose every token gets the bias; a bias of false bans the token."""
+    are) or a text, whose every token gets the bias; a bias of false bans the token. `ban`: ids
+    banned on top (llama.cpp's ignore_eos bans the end-of-generation tokens this way)."""
+    banned = tuple((int(t), -math.inf) for t in ban)
     if value in (None, [], {}):
-        return ()
+        return banned
     if isinstance(value, dict):
         pairs = list(value.items())
     elif isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
@@ -226,6 +228,7 @@ def logit_bias(value: Any, tokenizer, field: str = "logit_bias") -> tuple[tuple[
             if not 0 <= i < vocab:
                 raise APIError(400, f"'{field}': token id {i} is outside the vocabulary (0..{vocab - 1})", field)
             out[i] = float(bias)
+    out.update(banned)
     return tuple(out.items())
 
 

@@ -173,16 +173,6 @@ def test_fim_mode_spm_renders_every_infill_suffix_first(spm_client):
     assert psm["content"] != spm["content"]     # the two orders are told apart by this model
 
 
-def needs_engine(field: str):
-    """Marks a test of a SamplingParams field the engine helper adds (wave 2)."""
-    import dataclasses
-
-    from codegemma.infer.sampling import SamplingParams
-
-    have = {f.name for f in dataclasses.fields(SamplingParams)}
-    return pytest.mark.skipif(field not in have, reason=f"needs the engine's {field}")
-
-
 def test_reply_carries_prompt_tokens_and_has_new_line(client):
     r = infill(client, n_predict=24, return_tokens=True)
     ids = r["tokens"]
@@ -272,7 +262,6 @@ def test_n_predict_zero_on_every_route_generates_nothing(client):
     assert r["content"] == "" and r["tokens_predicted"] == 0
 
 
-@needs_engine("logprobs")
 def test_n_probs(client):
     r = infill(client, n_probs=3, n_predict=4)
     probs = r["completion_probabilities"]
@@ -282,7 +271,6 @@ def test_n_probs(client):
     assert all(0 < p["prob"] <= 1 for p in post)
 
 
-@needs_engine("logit_bias")
 def test_logit_bias_bans_a_token(client):
     r = infill(client, n_predict=4, return_tokens=True)
     first = r["tokens"][0]
@@ -292,7 +280,26 @@ def test_logit_bias_bans_a_token(client):
     assert as_object["tokens"] == banned["tokens"]
 
 
-@needs_engine("samplers")
+def test_ignore_eos_bans_the_end_of_generation_tokens(client):
+    """llama.cpp's ignore_eos: every end-of-generation token gets a -inf bias (reported as null in
+    generation_settings.logit_bias, as llama.cpp does), so generation runs to n_predict."""
+    r = infill(client, n_predict=6, ignore_eos=True, return_tokens=True)
+    banned = r["generation_settings"]["logit_bias"]
+    assert banned and all(b["bias"] is None for b in banned)
+    eog = [b["token"] for b in banned]
+    assert r["tokens_predicted"] == 6 and r["stop_type"] == "limit" and not set(r["tokens"]) & set(eog)
+    # without it, the same tokens made overwhelmingly likely end the completion at once
+    boost = [[t, 100] for t in eog]
+    stopped = infill(client, n_predict=6, logit_bias=boost)
+    assert stopped["stop_type"] == "eos" and stopped["content"] == "" and stopped["tokens_predicted"] <= 1
+    kept = infill(client, n_predict=6, logit_bias=boost, ignore_eos=True)  # the ban wins over a boost
+    assert kept["tokens_predicted"] == 6 and kept["stop_type"] == "limit"
+    assert infill(client, n_predict=6)["generation_settings"]["logit_bias"] == []
+    r = client.post("/v1/completions", json={"prompt": "def f(x):\n", "max_tokens": 6, "temperature": 0,
+                                              "logit_bias": {str(t): 100 for t in eog}, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length", r.text[:300]
+
+
 def test_samplers_list(client):
     assert infill(client, samplers=["top_k", "top_p", "infill"])["content"] is not None
     err = _llamacpp_error(client.post("/infill", json={"input_prefix": "", "input_suffix": "", "samplers": ["bogus"]}), 400)

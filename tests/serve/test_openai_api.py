@@ -213,16 +213,6 @@ def test_structured_output_is_refused(client, extra):
     assert plain.status_code == 200  # {"type": "text"} asks for what the server does
 
 
-def _engine_has(field):
-    import dataclasses
-
-    from codegemma.infer.sampling import SamplingParams
-
-    return pytest.mark.skipif(field not in {f.name for f in dataclasses.fields(SamplingParams)},
-                              reason=f"needs the engine's {field}")
-
-
-@_engine_has("logprobs")
 def test_logprobs_on_completions_and_chat(oai):
     r = oai.completions.create(model="m", prompt=PREFIX, suffix=SUFFIX, max_tokens=4, temperature=0, logprobs=2)
     lp = r.choices[0].logprobs
@@ -245,7 +235,6 @@ def test_logprobs_on_completions_and_chat(oai):
     assert tokens == [t.token for t in content]
 
 
-@_engine_has("logit_bias")
 def test_logit_bias_by_token_id(client):
     body = {"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 3, "temperature": 0}
     text = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
