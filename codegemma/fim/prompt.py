@@ -273,16 +273,19 @@ class PromptBuilder:
 
     # ---- chat ----------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int | None = None,
-             n_ctx: int | None = None) -> Prompt:
+             n_ctx: int | None = None, continue_final: bool = True, add_generation_prompt: bool = True) -> Prompt:
         """Gemma's chat template. System messages join the first user turn (Gemma has no system
-        role) and consecutive turns of one role are merged, so common clients work unchanged."""
+        role) and consecutive turns of one role are merged, so common clients work unchanged. A
+        conversation that ends with the model's turn is continued from it (continue_final, as
+        llama.cpp's server and Ollama do); otherwise a model turn is opened (add_generation_prompt)."""
         ctx, want, _ = self.limits(max_new_tokens, n_ctx)
         try:
             turns = normalize_messages(messages)
             at_least = sum(len(t["content"]) for t in turns) // self.tokenizer.max_piece_chars
             if at_least >= ctx:  # surely too long: not worth tokenising megabytes to say so
                 raise ContextOverflow(at_least, ctx, "the conversation")
-            segments = chat_ids(self.tokenizer, turns, add_generation_prompt=True)
+            segments = chat_ids(self.tokenizer, turns, add_generation_prompt=add_generation_prompt,
+                                continue_final=continue_final)
         except ContextOverflow:
             raise
         except ValueError as exc:
@@ -322,11 +325,13 @@ def fim_ids(tokenizer, prefix: list[int], suffix: list[int], mode: str, head: li
     return out + list(middle)
 
 
-def chat_ids(tokenizer, messages: Sequence[Mapping[str, str]],
-             add_generation_prompt: bool = False) -> list[tuple[list[int], bool]]:
+def chat_ids(tokenizer, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False,
+             continue_final: bool = False) -> list[tuple[list[int], bool]]:
     """format.render_chat's layout as (ids, is_model_reply) segments: turn markers are control
     tokens, message texts are plain text. A model reply segment is its text plus <end_of_turn>
-    (so a tuned model learns to stop). Used by the prompt builder and by instruction tuning."""
+    (so a tuned model learns to stop). Used by the prompt builder and by instruction tuning.
+    continue_final: a last model turn is left open (no <end_of_turn>, no new turn) for the model to
+    continue: llama.cpp's assistant prefill, vLLM's continue_final_message."""
     sot, eot = tokenizer.token_id("start_of_turn"), tokenizer.token_id("end_of_turn")
     turns = chat_turns(messages)
     roles = {"user": "user\n", "model": "model\n"}
@@ -335,14 +340,19 @@ def chat_ids(tokenizer, messages: Sequence[Mapping[str, str]],
     content_ids, role_ids, newline = enc[:len(turns)], dict(zip(roles, enc[len(turns):])), enc[-1]
     segments: list[tuple[list[int], bool]] = []
     prompt = [tokenizer.bos_id]
-    for (role, _), ids in zip(turns, content_ids):
+    open_last = continue_final and bool(turns) and turns[-1][0] == "model"
+    for i, ((role, _), ids) in enumerate(zip(turns, content_ids)):
         if role == "user":
             prompt += [sot, *role_ids["user"], *ids, eot, *newline]
+        elif open_last and i == len(turns) - 1:
+            segments.append((prompt + [sot, *role_ids["model"]], False))
+            segments.append((list(ids), True))
+            prompt = []
         else:
             segments.append((prompt + [sot, *role_ids["model"]], False))
             segments.append(([*ids, eot], True))
             prompt = list(newline)
-    if add_generation_prompt:
+    if add_generation_prompt and not open_last:
         prompt += [sot, *role_ids["model"]]
     if prompt:
         segments.append((prompt, False))

@@ -116,8 +116,9 @@ class Backend:
                            cut=cut)
 
     def chat_prompt(self, messages: list[dict[str, str]], *, max_new_tokens: int | None,
-                    n_ctx: int | None = None) -> Prompt:
-        return self._build(self.prompts.chat, messages, max_new_tokens=self.predict_limit(max_new_tokens), n_ctx=n_ctx)
+                    n_ctx: int | None = None, continue_final: bool = True, add_generation_prompt: bool = True) -> Prompt:
+        return self._build(self.prompts.chat, messages, max_new_tokens=self.predict_limit(max_new_tokens), n_ctx=n_ctx,
+                           continue_final=continue_final, add_generation_prompt=add_generation_prompt)
 
     # ---- running --------------------------------------------------------------------------------
     def sampling(self, prepared: Prompt, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,

@@ -129,6 +129,22 @@ class OpenAIChatRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # vLLM/transformers chat-template options (llama.cpp reads them too): a last assistant message is
+    # continued by default (llama.cpp's assistant prefill); continue_final_message false closes it
+    continue_final_message: bool | None = None
+    add_generation_prompt: bool | None = None
+
+    def template_options(self) -> dict:
+        if self.continue_final_message and self.add_generation_prompt:
+            raise APIError(400, "add_generation_prompt and continue_final_message cannot both be true: "
+                                "continue the last assistant message or open a new one, not both",
+                           "continue_final_message")
+        last_is_assistant = self.messages[-1].role in ("assistant", "model")
+        if self.continue_final_message and not last_is_assistant:
+            raise APIError(400, "continue_final_message needs the last message to be the assistant's",
+                           "continue_final_message")
+        return {"continue_final": self.continue_final_message is not False,
+                "add_generation_prompt": self.add_generation_prompt is not False}
 
 
 def usage(gens) -> dict:
@@ -248,7 +264,8 @@ def build_router(backend: Backend) -> APIRouter:
         limit = req.limit(req.max_completion_tokens, req.max_tokens)
         warm = limit == 0  # llama.vim's instruction warm-up (n_predict 0): cache the conversation only
         n_lp = (req.top_logprobs or 0) if req.logprobs else 0
-        prepared = await asyncio.to_thread(backend.chat_prompt, chat_messages(req.messages), max_new_tokens=limit)
+        prepared = await asyncio.to_thread(backend.chat_prompt, chat_messages(req.messages), max_new_tokens=limit,
+                                           **req.template_options())
         model = req.model or backend.model_name
         gens = backend.start_all([(prepared, sampling(req, prepared, j, max(n_lp, 1) if req.logprobs else 0, warm))
                                   for j in range(req.n)])

@@ -183,6 +183,22 @@ def test_chat_segments_mark_model_replies(tok):
     assert tok.decode(segments[1][0]) == "b<end_of_turn>"
 
 
+def test_a_last_assistant_turn_is_continued_unless_asked_otherwise(tok):
+    """llama.cpp's assistant prefill (and Ollama's): the model continues the last assistant message;
+    continue_final=False closes it and opens a new turn; add_generation_prompt=False opens none."""
+    msgs = [{"role": "user", "content": "Name a sort"}, {"role": "assistant", "content": "Quick"}]
+    b = build(tok)
+    closed = render_chat(msgs)
+    assert tok.decode(b.chat(msgs, max_new_tokens=8).ids) == closed[:closed.rindex("Quick") + len("Quick")]
+    assert tok.decode(b.chat(msgs, max_new_tokens=8, continue_final=False).ids) == closed
+    user_last = msgs[:1]
+    assert tok.decode(b.chat(user_last, max_new_tokens=8).ids) == render_chat(user_last)
+    assert tok.decode(b.chat(user_last, max_new_tokens=8, add_generation_prompt=False).ids) == \
+        render_chat(user_last, add_generation_prompt=False)
+    segments = chat_ids(tok, msgs, continue_final=True)  # the open reply is still the model's segment
+    assert [m for _, m in segments] == [False, True] and tok.decode(segments[1][0]) == "Quick"
+
+
 def test_context_room_is_what_other_files_may_use(tok):
     b = build(tok, n_ctx=300)
     room = b.context_room("a = ", "\n", path="x.py", max_new_tokens=16)

@@ -175,6 +175,31 @@ def test_first_chat_delta_is_role_with_null_content_and_the_last_is_empty(client
     assert len({c["id"] for c in chunks}) == 1 and all(c["system_fingerprint"] for c in chunks)
 
 
+def test_a_last_assistant_message_is_continued_as_llamacpp_and_vllm_do(client, oai):
+    """llama.cpp prefills a last assistant message (the model continues it); vLLM's
+    continue_final_message / add_generation_prompt choose explicitly; both true is a 400."""
+    msgs = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"},
+            {"role": "assistant", "content": "Whill"}]
+    prompt = client.post("/apply-template", json={"messages": msgs}).json()["prompt"]
+    assert prompt.endswith("<start_of_turn>model\nWhill"), prompt
+
+    def prompt_tokens(**extra):
+        r = client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 2, "temperature": 0, **extra})
+        assert r.status_code == 200, r.text[:300]
+        return r.json()["usage"]["prompt_tokens"]
+
+    open_ = prompt_tokens()
+    assert prompt_tokens(continue_final_message=True, add_generation_prompt=False) == open_
+    # closed: <end_of_turn>, a newline and a new "<start_of_turn>model\n" more
+    assert prompt_tokens(continue_final_message=False) >= open_ + 4
+    r = oai.chat.completions.create(model="m", messages=msgs, max_tokens=2, temperature=0)
+    assert r.usage.prompt_tokens == open_
+    for extra, last in (({"continue_final_message": True, "add_generation_prompt": True}, msgs),
+                        ({"continue_final_message": True}, msgs[:2])):
+        r = client.post("/v1/chat/completions", json={"messages": last, "max_tokens": 2, **extra})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "continue_final_message", r.text[:300]
+
+
 def test_bare_routes_as_llamacpp_serves_them(server):
     bare = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
     r = bare.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
