@@ -115,7 +115,8 @@ async def _reply(send, path: str, status: int, message: str, headers=()) -> None
 
 
 def create_app(backend: Backend, api_key: str | None = None, close_engine: bool = False,
-               cors_origins: str | None = "*", slots: bool = True, limits: ClientLimits = ClientLimits()) -> FastAPI:
+               cors_origins: str | None = "*", slots: bool = True, ui: bool = True,
+               limits: ClientLimits = ClientLimits()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         yield
@@ -125,7 +126,7 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
     app = FastAPI(title="codegemma", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", lifespan=lifespan)
     install_handlers(app)
-    routers = [openai_api.build_router(backend), mistral_api.build_router(backend), ollama_api.build_router(backend),
+    routers = [openai_api.build_router(backend), mistral_api.build_router(backend), ollama_api.build_router(backend, ui=ui),
                llamacpp_api.build_router(backend), llamacpp_info.build_router(backend, slots=slots)]
     for router in routers:
         app.include_router(router)
@@ -182,13 +183,14 @@ def load_backend(model_dir: str, *, device: str | None = None, decode: str | Non
 
 
 def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_level: str = "info",
-               cors_origins: str | None = "*", slots: bool = True, limits: ClientLimits = ClientLimits()) -> None:
+               cors_origins: str | None = "*", slots: bool = True, ui: bool = True,
+               limits: ClientLimits = ClientLimits()) -> None:
     import uvicorn
 
     from codegemma.serve.connections import MAX_HEADER_BYTES, connection_cap, guarded_protocol, raise_file_limit
 
     app = create_app(backend, api_key=api_key, close_engine=True, cors_origins=cors_origins, slots=slots,
-                     limits=limits)
+                     ui=ui, limits=limits)
     cap = connection_cap(limits, raise_file_limit())
     dropped = backend.metrics.connections_dropped
     protocol = guarded_protocol(limits, cap, on_drop=lambda reason: dropped.labels(reason).inc())

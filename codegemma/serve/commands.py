@@ -40,6 +40,8 @@ def register(subparsers) -> None:
                    help="seed of llama.cpp-route requests that set none (default: random, as llama-server's)")
     p.add_argument("--no-slots", dest="slots", action="store_false",
                    help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
+    p.add_argument("--no-ui", "--no-webui", dest="ui", action="store_false",
+                   help="do not serve the playground page at GET / (404, as llama-server's --no-ui)")
     p.add_argument("--unsafe-no-api-key", action="store_true",
                    help="serve a non-loopback --host without a key: anyone who reaches the port can use the "
                         "model (only on a trusted network, or inside a container published to loopback)")
@@ -135,7 +137,7 @@ def _serve(args) -> int:
             "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "
             "the model", args.host)
     run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
-               slots=args.slots, limits=limits)
+               slots=args.slots, ui=args.ui, limits=limits)
     return 0
 
 

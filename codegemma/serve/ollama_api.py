@@ -91,7 +91,7 @@ def _ns(ms: float) -> int:
     return int(ms * 1_000_000)
 
 
-def build_router(backend: Backend) -> APIRouter:
+def build_router(backend: Backend, ui: bool = True) -> APIRouter:
     router = APIRouter()
     licence = model_licence(backend.model_dir)  # read once: /api/show reports the served model's own
 
@@ -233,11 +233,14 @@ def build_router(backend: Backend) -> APIRouter:
 
     @route(router, "GET", ["/"])
     async def root(request: Request):
-        """The completion playground, as llama.cpp serves its web page here; "Ollama is running"
-        to a client that asks for plain text only (no Ollama client reads this route's body)."""
+        """The completion playground, as llama.cpp serves its web page here (404 with --no-ui, as
+        llama-server's); "Ollama is running" to a client that asks for plain text only (no Ollama
+        client reads this route's body)."""
         accept = request.headers.get("accept", "")
         if "text/plain" in accept and "text/html" not in accept and "*/*" not in accept:
             return PlainTextResponse("Ollama is running")
+        if not ui:
+            raise APIError(404, "the playground page is off (serve --no-ui); the APIs are served as usual")
         return HTMLResponse(playground_html(backend))
 
     return router

@@ -20,7 +20,8 @@ def _counter(text: str, name: str) -> float:
 
 @pytest.fixture(scope="module")
 def reuse_server(tmp_path_factory, model_dir):
-    s = _start(tmp_path_factory, model_dir, "reuse", "--max-slots", "1", "--speculate", "6", "--cache-reuse", "8")
+    s = _start(tmp_path_factory, model_dir, "reuse", "--max-slots", "1", "--speculate", "6", "--cache-reuse", "8",
+               "--no-ui")
     yield s
     s.stop()
 
@@ -46,6 +47,17 @@ def test_ring_buffer_move_reuses_chunks_and_drafts_are_counted(reuse_server):
     assert _counter(text, "codegemma_speculative_draft_tokens") > 0
     assert _counter(text, "codegemma_speculative_accepted_tokens") >= 0
     reuse_server.assert_alive()
+
+
+def test_no_ui_turns_the_page_off_and_nothing_else(reuse_server):
+    with httpx.Client(base_url=reuse_server.url, timeout=60) as c:
+        page = c.get("/", headers={"Accept": "text/html"})
+        assert page.status_code == 404 and "--no-ui" in page.text
+        assert c.get("/").status_code == 404  # llama-server's --no-ui: any GET /
+        assert c.head("/").status_code == 200  # the Ollama client's heartbeat
+        assert c.get("/", headers={"Accept": "text/plain"}).text == "Ollama is running"
+        assert c.get("/health").status_code == 200
+        assert c.post("/infill", json={"input_prefix": "x = ", "input_suffix": "", "n_predict": 2}).status_code == 200
 
 
 def test_bad_flag_values_are_one_line(model_dir):
