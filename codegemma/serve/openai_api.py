@@ -69,6 +69,7 @@ class _Sampling(_Strict):
     samplers: list[str] | None = None  # llama.cpp extension
     n_predict: int | None = Field(None, ge=-1)  # llama.cpp extension: wins over max_tokens
     t_max_predict_ms: int = Field(0, ge=0)  # llama.cpp extension
+    verbose: bool = False  # llama.cpp extension: "__verbose" holds the prompt as the model saw it
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
     seed: Int64Seed | None = None
@@ -181,6 +182,18 @@ def build_router(backend: Backend) -> APIRouter:
                 req.logit_bias, backend.tokenizer, ban=stop_ids if req.ignore_eos else ()), samplers=req.samplers, logprobs=n_logprobs,
             names=None if req.repetition_penalty or not req.repeat_penalty else {"repetition_penalty": "repeat_penalty"})
 
+    def verbose_of(req: _Sampling, gens) -> dict:
+        """llama.cpp's `verbose`: the first result in its own (non-OpenAI) shape, with the exact prompt
+        the server built (chat template, FIM layout, cuts), for a client to debug its requests."""
+        if not req.verbose:
+            return {}
+        g = gens[0]
+        c = g.completion
+        return {"__verbose": {"content": g.text, "prompt": backend.tokenizer.decode(g.prepared.ids),
+                              "tokens_predicted": c.completion_tokens if c else 0,
+                              "tokens_evaluated": len(g.prepared.ids), "tokens_cached": c.cached_tokens if c else 0,
+                              "truncated": g.prepared.truncated, "timings": timings_of(gens[:1])}}
+
     def token_items(items):
         return [t for t in items if t.token_id not in stop_ids]
 
@@ -238,7 +251,8 @@ def build_router(backend: Backend) -> APIRouter:
                 choices.append({"index": i, "text": echo + g.text,
                                 "logprobs": lp(getattr(g.completion, "logprobs", None) or [], len(echo)),
                                 "finish_reason": finish_reason(g.completion)})
-            return JSONResponse({**base(choices), "usage": usage(gens), "timings": timings_of(gens)})
+            return JSONResponse({**base(choices), "usage": usage(gens), "timings": timings_of(gens),
+                                 **verbose_of(req, gens)})
 
         async def events():
             offsets = [len(echoes[i // req.n]) if req.echo else 0 for i in range(len(gens))]
@@ -283,7 +297,8 @@ def build_router(backend: Backend) -> APIRouter:
             choices = [{"index": i, "message": {"role": "assistant", "content": g.text},
                         "logprobs": lp(getattr(g.completion, "logprobs", None) or []),
                         "finish_reason": finish_reason(g.completion)} for i, g in enumerate(gens)]
-            return JSONResponse(envelope("chat.completion", choices, usage=usage(gens), timings=timings_of(gens)))
+            return JSONResponse(envelope("chat.completion", choices, usage=usage(gens), timings=timings_of(gens),
+                                         **verbose_of(req, gens)))
 
         def chunk(choices, **extra) -> str:
             return sse(envelope("chat.completion.chunk", choices, **extra))

@@ -200,6 +200,21 @@ def test_a_last_assistant_message_is_continued_as_llamacpp_and_vllm_do(client, o
         assert r.status_code == 400 and r.json()["error"]["param"] == "continue_final_message", r.text[:300]
 
 
+def test_verbose_shows_the_prompt_the_server_built(client):
+    """llama.cpp's per-request `verbose`: "__verbose" holds the result in llama.cpp's shape with the
+    exact prompt (here the chat template, the system text folded into the user turn)."""
+    body = {"messages": [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}],
+            "max_tokens": 3, "temperature": 0}
+    r = client.post("/v1/chat/completions", json={**body, "verbose": True}).json()
+    v = r["__verbose"]
+    assert v["prompt"] == "<bos><start_of_turn>user\nBook\n\nWhat is the best book<end_of_turn>\n<start_of_turn>model\n"
+    assert v["content"] == r["choices"][0]["message"]["content"] and v["tokens_predicted"] == 3
+    assert v["tokens_evaluated"] == r["usage"]["prompt_tokens"]
+    assert "__verbose" not in client.post("/v1/chat/completions", json=body).json()
+    r = client.post("/v1/completions", json={"prompt": "def f(x):", "max_tokens": 2, "verbose": True}).json()
+    assert r["__verbose"]["prompt"] == "<bos>def f(x):" and r["__verbose"]["content"] == r["choices"][0]["text"]
+
+
 def test_bare_routes_as_llamacpp_serves_them(server):
     bare = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
     r = bare.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
