@@ -182,7 +182,7 @@ def load_backend(model_dir: str, *, device: str | None = None, decode: str | Non
                    n_predict=n_predict, temperature=temperature, seed=seed)
 
 
-def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_level: str = "info",
+def run_server(backend: Backend, sockets: list, api_key: str | None, log_level: str = "info",
                cors_origins: str | None = "*", slots: bool = True, ui: bool = True,
                limits: ClientLimits = ClientLimits()) -> None:
     import uvicorn
@@ -199,9 +199,13 @@ def run_server(backend: Backend, host: str, port: int, api_key: str | None, log_
     # short-lived objects pile up, as a burst of connections makes them. Frozen, they are never walked.
     gc.collect()
     gc.freeze()
-    log.info("serving %s on http://%s:%d", backend.model_name, host, port)
+    for s in sockets:
+        host, port = s.getsockname()[:2]
+        log.info("serving %s on http://%s:%d", backend.model_name, f"[{host}]" if ":" in host else host, port)
     # h11 always (the guards extend its protocol), whatever else is installed; headers of at most
-    # 16 KiB (h11's default, stated here because the guards rely on it).
-    uvicorn.run(app, host=host, port=port, log_level=log_level, http=protocol, backlog=limits.backlog,
-                timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-                timeout_graceful_shutdown=5)
+    # 16 KiB (h11's default, stated here because the guards rely on it). The sockets are bound
+    # already (one per --host address); uvicorn listens on them.
+    config = uvicorn.Config(app, log_level=log_level, http=protocol, backlog=limits.backlog,
+                            timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=sockets)

@@ -21,8 +21,9 @@ def register(subparsers) -> None:
                    help="model directory (Hugging Face format, or one made by `codegemma init`), or nano "
                         "(default): codegemma-nano, the small model built into the package")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only); any other address, e.g. "
-                        "0.0.0.0, needs --api-key (or --unsafe-no-api-key)")
+                   help="address to bind, or a comma list of them (e.g. 127.0.0.1,::1 for both loopbacks; "
+                        "default 127.0.0.1: this machine only); any other address, e.g. 0.0.0.0, needs "
+                        "--api-key (or --unsafe-no-api-key)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY') on every route but "
@@ -117,11 +118,17 @@ def _serve(args) -> int:
         raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
-    if not api_key and not is_loopback(args.host) and not args.unsafe_no_api_key:
+    hosts = list(dict.fromkeys(h.strip().strip("[]") for h in args.host.split(",") if h.strip()))
+    if not hosts:
+        raise UserError("--host needs an address (e.g. 127.0.0.1, or 127.0.0.1,::1)")
+    exposed = [h for h in hosts if not is_loopback(h)]
+    if not api_key and exposed and not args.unsafe_no_api_key:
         # On a shared machine or network an open port is everyone's model and compute.
-        raise UserError(f"--host {args.host} is reachable from other machines; give --api-key KEY (or set "
+        raise UserError(f"--host {exposed[0]} is reachable from other machines; give --api-key KEY (or set "
                         "CODEGEMMA_API_KEY), or pass --unsafe-no-api-key on a trusted network")
-    _check_port_free(args.host, args.port)
+    # bound now (listening once the model is loaded): a busy address fails before the weights load,
+    # and nothing can take the port meanwhile
+    sockets = _bind(hosts, args.port)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from codegemma.serve.app import load_backend, run_server
@@ -132,26 +139,35 @@ def _serve(args) -> int:
                            cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
                            n_predict=args.n_predict, temperature=args.temp, seed=args.seed,
                            quantize=args.quantize, group_size=args.group_size)
-    if not api_key and not is_loopback(args.host):
+    if not api_key and exposed:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "
-            "the model", args.host)
-    run_server(backend, args.host, args.port, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
+            "the model", ", ".join(exposed))
+    run_server(backend, sockets, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
                slots=args.slots, ui=args.ui, limits=limits)
     return 0
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail before loading the model if the address cannot be bound (one clear line, not a traceback)."""
+def _bind(hosts: list[str], port: int) -> list:
+    """A bound socket per address (one clear line, not a traceback, if one cannot be bound; none
+    is left open then). IPv6 sockets are IPv6 only, so `0.0.0.0,::` binds both families."""
     import socket
 
     from codegemma.cli import UserError
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bound: list[socket.socket] = []
+    for host in hosts:
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        bound.append(s)
         try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if s.family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.bind((host, port))
         except OSError as exc:
-            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port "
-                            "or stop the process that uses it") from None
+            for b in bound:
+                b.close()
+            shown = f"[{host}]" if ":" in host else host
+            raise UserError(f"cannot listen on {shown}:{port} ({exc.strerror}); pick another --port "
+                            "or --host, or stop the process that uses it") from None
+    return bound
