@@ -150,24 +150,40 @@ def _serve(args) -> int:
 
 def _bind(hosts: list[str], port: int) -> list:
     """A bound socket per address (one clear line, not a traceback, if one cannot be bound; none
-    is left open then). IPv6 sockets are IPv6 only, so `0.0.0.0,::` binds both families."""
+    is left open then). IPv6 sockets are IPv6 only, so `0.0.0.0,::` binds both families; names
+    that resolve to one address (localhost,127.0.0.1) are bound once; a wildcard with another
+    address of its family would fail when listening, so it is refused here."""
     import socket
 
     from codegemma.cli import UserError
 
-    bound: list[socket.socket] = []
+    bound: dict[tuple, tuple[str, socket.socket]] = {}
+
+    def fail(message: str):
+        for _, b in bound.values():
+            b.close()
+        raise UserError(message)
+
     for host in hosts:
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        bound.append(s)
+        shown = f"[{host}]" if ":" in host else host
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if s.family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.bind((host, port))
         except OSError as exc:
-            for b in bound:
-                b.close()
-            shown = f"[{host}]" if ":" in host else host
-            raise UserError(f"cannot listen on {shown}:{port} ({exc.strerror}); pick another --port "
-                            "or --host, or stop the process that uses it") from None
-    return bound
+            s.close()
+            fail(f"cannot listen on {shown}:{port} ({exc.strerror}); pick another --port or --host, or stop "
+                 "the process that uses it")
+        address = (s.family, s.getsockname()[0])
+        if address in bound:  # another name of an address already bound
+            s.close()
+            continue
+        bound[address] = (host, s)
+    for (family, ip), (host, _) in bound.items():
+        others = [h for (f, i), (h, _) in bound.items() if f == family and i != ip]
+        if ip in ("0.0.0.0", "::") and others:
+            fail(f"--host {host} already listens on every address of its family, {others[0]} included; "
+                 "list one or the other")
+    return [s for _, s in bound.values()]

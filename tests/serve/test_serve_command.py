@@ -62,15 +62,27 @@ def test_an_empty_host_list_is_one_line(model_dir):
     assert r.returncode == 2 and "--host needs an address" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_wildcard_beside_an_address_it_covers_is_one_line(model_dir):
+    # both bind, but the second could not listen: refused before the model loads, not a traceback later
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_serve("--model", str(model_dir), "--host", "0.0.0.0,127.0.0.1", "--port", str(port),
+                  "--unsafe-no-api-key")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--host 0.0.0.0 already listens on every address of its family, 127.0.0.1 included" in r.stderr
+
+
 @needs_ipv6
 def test_several_addresses_serve_the_same_server(model_dir, tmp_path):
-    """llama-server's --host 127.0.0.1,::1: Node-based editors may resolve localhost to either."""
+    """llama-server's --host 127.0.0.1,::1: Node-based editors may resolve localhost to either. localhost
+    is 127.0.0.1 again: bound once (listening twice on it failed with a traceback)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "codegemma", "serve", "--model", str(model_dir), "--host",
-                             "127.0.0.1,[::1]", "--port", str(port), "--max-seq-len", "64"], stdout=log, stderr=log)
+                             "127.0.0.1,localhost,[::1]", "--port", str(port), "--max-seq-len", "64"], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while True:
