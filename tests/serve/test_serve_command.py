@@ -82,7 +82,8 @@ def test_several_addresses_serve_the_same_server(model_dir, tmp_path):
         port = s.getsockname()[1]
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "codegemma", "serve", "--model", str(model_dir), "--host",
-                             "127.0.0.1,localhost,[::1]", "--port", str(port), "--max-seq-len", "64"], stdout=log, stderr=log)
+                             "127.0.0.1,localhost,[::1]", "--port", str(port), "--max-seq-len", "64"],
+                            stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while True:
