@@ -370,6 +370,7 @@ class Engine:
         choices = self.chooser.choose(logits, runs, self.seen)
         with self._lock:
             self._stats.decode_steps += 1
+            self._stats.decode_rows += len(reqs)
         self._commit_all([(r, [], c) for r, c in zip(reqs, choices)])
 
     @torch.inference_mode()
@@ -381,6 +382,7 @@ class Engine:
         choices = self.chooser.choose(logits.reshape(-1, logits.shape[-1]), runs, self.seen)
         with self._lock:
             self._stats.decode_steps += 1
+            self._stats.decode_rows += len(reqs)
             self._stats.spec_steps += 1
             self._stats.spec_draft_tokens += sum(len(r.draft) for r in reqs)
             self._stats.spec_accepted_tokens += sum(len(c.tokens) - 1 for c in choices if c.error is None)

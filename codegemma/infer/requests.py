@@ -171,6 +171,7 @@ class EngineStats:
     prefill_tokens: int = 0  # prompt tokens actually computed (prompt_tokens - reused)
     tokens_generated: int = 0
     decode_steps: int = 0
+    decode_rows: int = 0  # requests decoded, summed over decode steps (busy slots per step = rows / steps)
     prefix_cache_hits: int = 0  # requests that reused at least one cached prompt token
     prefix_cache_tokens: int = 0  # prompt tokens reused in total
     spec_steps: int = 0  # speculative verification passes (each also counted in decode_steps)

@@ -138,7 +138,9 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 
     @app.get("/metrics")
     async def metrics():
-        return Response(backend.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        # Process-Start-Time-Unix: llama-server's header, for rates across restarts
+        return Response(backend.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8",
+                        headers={"Process-Start-Time-Unix": str(backend.created)})
 
     @app.get("/debug/slots")
     async def slots():

@@ -239,7 +239,8 @@ class Generation:
         """Take the Completion once the handle is done (cancel finishes it at once)."""
         if self.completion is None:
             self.completion = c = self.handle.result(0)
-            self.backend.metrics.observe_completion(c.prompt_tokens, c.completion_tokens, c.cached_tokens)
+            self.backend.metrics.observe_completion(c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                                                    c.prompt_ms, c.decode_ms)
             if self.guard is None:
                 self.text = c.text
 
@@ -303,7 +304,7 @@ class Generation:
     @property
     def prompt_ms(self) -> float:
         c = self.completion
-        if c is not None and getattr(c, "prompt_ms", 0):
+        if c is not None and c.prompt_ms:
             return float(c.prompt_ms)
         end = self.t_first or self.t_end or time.perf_counter()
         return (end - self.t_start) * 1000.0
@@ -311,7 +312,7 @@ class Generation:
     @property
     def decode_ms(self) -> float:
         c = self.completion
-        if c is not None and getattr(c, "decode_ms", 0):
+        if c is not None and c.decode_ms:
             return float(c.decode_ms)
         if self.t_first is None:
             return 0.0

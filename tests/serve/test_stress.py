@@ -91,6 +91,51 @@ def test_metrics_are_prometheus_text(server, client):
         assert re.search(rf"^{name}", text, re.M), name
 
 
+def _llamacpp_metrics(client) -> tuple[dict, dict]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = client.get("/metrics")
+    assert int(r.headers["Process-Start-Time-Unix"]) > 0  # llama-server's header
+    # llama.cpp's literal lines (the parser below reads a counter without _total as if it had one)
+    assert "# TYPE llamacpp:n_tokens_max counter\nllamacpp:n_tokens_max " in r.text
+    kinds, values = {}, {}
+    for family in text_string_to_metric_families(r.text):  # the whole page parses as Prometheus text
+        for sample in family.samples:
+            if sample.name.startswith("llamacpp:"):
+                kinds[sample.name], values[sample.name] = family.type, sample.value
+    return kinds, values
+
+
+def test_llamacpp_metrics_under_llama_servers_names(client):
+    """Dashboards written for llama-server read llamacpp:* (its README's list); they count what ran."""
+    wait_idle(client)
+    kinds, before = _llamacpp_metrics(client)
+    counters = ["prompt_tokens_total", "prompt_seconds_total", "tokens_predicted_total",
+                "tokens_predicted_seconds_total", "n_tokens_max_total", "n_decode_total",
+                "spec_decode_num_draft_tokens_total", "spec_decode_num_accepted_tokens_total",
+                "spec_decode_num_drafts_total"]
+    gauges = ["prompt_tokens_seconds", "predicted_tokens_seconds", "requests_processing", "requests_deferred",
+              "n_busy_slots_per_decode"]
+    for name in counters + gauges:
+        assert kinds[f"llamacpp:{name}"] == ("counter" if name in counters else "gauge"), name
+    prompt = "def fibonacci(n):\n    " + "x = 1\n    " * 40  # new text: not in the prefix cache
+    r = client.post("/completion", json={"prompt": prompt, "n_predict": 8, "ignore_eos": True, "temperature": 0})
+    assert r.status_code == 200 and r.json()["tokens_predicted"] == 8
+    wait_idle(client)
+    _, after = _llamacpp_metrics(client)
+
+    def grew(name):
+        return after[f"llamacpp:{name}"] - before[f"llamacpp:{name}"]
+
+    n_prompt = r.json()["tokens_evaluated"]
+    assert grew("tokens_predicted_total") == 8
+    assert grew("prompt_tokens_total") + grew("prompt_tokens_cached_total") == n_prompt
+    assert grew("prompt_seconds_total") > 0 and grew("tokens_predicted_seconds_total") > 0
+    assert after["llamacpp:n_tokens_max_total"] >= n_prompt + 8 and grew("n_decode_total") >= 1
+    assert after["llamacpp:predicted_tokens_seconds"] > 0 and after["llamacpp:n_busy_slots_per_decode"] >= 1
+    assert after["llamacpp:requests_processing"] == after["llamacpp:requests_deferred"] == 0
+
+
 def test_full_queue_answers_429_with_retry_after(guarded_server):
     async def main():
         async with httpx.AsyncClient(base_url=guarded_server.url, timeout=120, headers=AUTH) as ac:
