@@ -159,7 +159,7 @@ class ServerMetrics:
         t = self._totals
         t["prompt_seconds"] += max(0.0, prompt_ms) / 1000.0
         t["predict_seconds"] += max(0.0, decode_ms) / 1000.0
-        t["predicted_tokens"] += max(0, completion_tokens)
+        t["predicted_tokens"] += max(0, completion_tokens - 1)  # decode steps: the first token came with the prompt
         t["n_tokens_max"] = max(t["n_tokens_max"], prompt_tokens + completion_tokens)
 
     def render(self) -> bytes:

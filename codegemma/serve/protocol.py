@@ -169,15 +169,18 @@ def generated_ids(c) -> list[int]:
 
 
 def timings(g: Generation | None, prompt_n: int, cache_n: int, predicted_n: int) -> dict:
-    """llama.cpp's timings object (also sent by its OpenAI routes)."""
+    """llama.cpp's timings object (also sent by its OpenAI routes). predicted_ms runs from the first
+    token (which comes with the prompt's logits) to the end, so the rate is over predicted_n - 1
+    decode steps, as llama.cpp computes it."""
     prompt_ms = g.prompt_ms if g is not None else 0.0
     predicted_ms = g.decode_ms if g is not None else 0.0
+    steps = max(0, predicted_n - 1)
     return {"cache_n": cache_n, "prompt_n": prompt_n, "prompt_ms": prompt_ms,
             "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
             "prompt_per_second": 1000.0 * prompt_n / prompt_ms if prompt_ms > 0 else 0.0,
             "predicted_n": predicted_n, "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
-            "predicted_per_second": 1000.0 * predicted_n / predicted_ms if predicted_ms > 0 else 0.0}
+            "predicted_per_token_ms": predicted_ms / steps if steps else 0.0,
+            "predicted_per_second": 1000.0 * steps / predicted_ms if predicted_ms > 0 and steps else 0.0}
 
 
 # ---- request fields every API maps the same way ---------------------------------------------------------

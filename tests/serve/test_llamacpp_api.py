@@ -300,6 +300,17 @@ def test_ignore_eos_bans_the_end_of_generation_tokens(client):
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length", r.text[:300]
 
 
+def test_generation_rate_counts_decode_steps_not_the_first_token(client):
+    """predicted_ms runs from the first token (which comes with the prompt) to the end: n tokens are
+    n - 1 decode steps, as llama.cpp reports them; one token is no rate at all (not 1 / ~0 ms)."""
+    one = infill(client, n_predict=1, ignore_eos=True)["timings"]
+    assert one["predicted_n"] == 1 and one["predicted_per_second"] == 0.0 and one["predicted_per_token_ms"] == 0.0
+    t = infill(client, n_predict=8, ignore_eos=True)["timings"]
+    assert t["predicted_n"] == 8 and t["predicted_ms"] > 0
+    assert abs(t["predicted_per_second"] - 1e3 * 7 / t["predicted_ms"]) < 1e-6
+    assert abs(t["predicted_per_token_ms"] - t["predicted_ms"] / 7) < 1e-9
+
+
 def test_samplers_list(client):
     assert infill(client, samplers=["top_k", "top_p", "infill"])["content"] is not None
     err = _llamacpp_error(client.post("/infill", json={"input_prefix": "", "input_suffix": "", "samplers": ["bogus"]}), 400)
