@@ -162,7 +162,7 @@ def _run_generate(args) -> int:
 def parse_location(location: str) -> tuple[str, int, int]:
     """FILE:LINE:COL -> (file, line, col); the file name itself may contain colons."""
     parts = location.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 3 or not parts[0].strip() or not parts[1].isdigit() or not parts[2].isdigit():
         raise ValueError(f"{location!r}: expected FILE:LINE:COL with 1-based numbers, e.g. src/app.py:12:5")
     return parts[0], int(parts[1]), int(parts[2])
 

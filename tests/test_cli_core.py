@@ -69,8 +69,9 @@ def test_cursor_parsing():
     from codegemma.commands import parse_location, split_at_cursor
 
     assert parse_location("C:/x/a.py:3:7") == ("C:/x/a.py", 3, 7)
-    with pytest.raises(ValueError, match="FILE:LINE:COL"):
-        parse_location("a.py:x")
+    for bad in ("a.py:x", ":1:1", " :1:1"):  # no file name: was "No such file or directory", naming nothing
+        with pytest.raises(ValueError, match="FILE:LINE:COL"):
+            parse_location(bad)
     text = "ab\ncd\n"
     assert split_at_cursor(text, 2, 2, "t") == ("ab\nc", "d\n")
     assert split_at_cursor(text, 3, 1, "t") == (text, "")
