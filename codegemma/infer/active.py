@@ -40,6 +40,7 @@ class ActiveRequest:
         self.draft: list[int] = []  # the drafts of the current step
         self.cached_tokens = 0
         self.cancelled = False
+        self.progress = False  # report prompt progress events (llama.cpp's return_progress)
         self.t_submit = time.perf_counter()
         self.t_admit = self.t_first = self.t_prefilled = 0.0
 

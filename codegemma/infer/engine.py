@@ -32,7 +32,7 @@ from codegemma.infer.kv import SlotView, move_positions
 from codegemma.infer.modes import resolve_decode
 from codegemma.infer.prefix import SlotTable
 from codegemma.infer.requests import (Completion, EngineError, EngineStats, QueueFullError, RequestHandle,
-                                      StreamEvent, TokenLogprob)
+                                      PromptProgress, StreamEvent, TokenLogprob)
 from codegemma.infer.samplers import Run, TokenChooser, upload
 from codegemma.infer.sampling import SamplingParams
 from codegemma.infer.speculate import Drafter
@@ -124,11 +124,12 @@ class Engine:
 
     # ---- public API ----------------------------------------------------------------------------
     def submit(self, ids: list[int], params: SamplingParams | None = None, *,
-               block: bool = False) -> RequestHandle:
+               block: bool = False, progress: bool = False) -> RequestHandle:
         """Queue a request (token ids, <bos> included: codegemma.fim.prompt builds them) and return
         its handle at once. Raises QueueFullError when `max_queue` requests already wait (unless
         block=True), and ValueError for ids that break the contract: the prompt builder fits every
-        prompt, so that is a caller's bug, not a user's mistake."""
+        prompt, so that is a caller's bug, not a user's mistake. progress=True: the stream also
+        carries PromptProgress events, at the start of prefill and after each prefill chunk."""
         params = params or SamplingParams()
         ids = list(ids)
         vocab = self.config.vocab_size
@@ -150,6 +151,7 @@ class Engine:
                 self._lock.wait()
             handle = RequestHandle(self._next_id, self._cancel)
             req = ActiveRequest(self._next_id, ids, params, handle, self.tokenizer, self.stop_ids)
+            req.progress = progress
             handle._request = req
             self._next_id += 1
             self._pending.append(req)
@@ -318,6 +320,8 @@ class Engine:
                 self._stats.reuse_chunks += len(req.moves)
                 self._stats.reuse_tokens += sum(n for _, _, n in req.moves)
         del slot.tokens[start:]
+        if req.progress:
+            req.handle._progress(PromptProgress(len(req.prompt), start, start, 0.0))
         last = None  # hidden state of the last prompt token [1, H]
         # One upload, no synchronisation: the host launches chunk after chunk while the GPU computes.
         slot_t = upload([slot.index], torch.int64, self.device)
@@ -336,6 +340,11 @@ class Engine:
                 pos = torch.arange(lo, hi, device=self.device)[None]
                 last = self.model.hidden_states(toks, pos, cache=SlotView(self.cache, slot_t, hi, tail=True))[:, -1]
             slot.tokens.extend(chunk)
+            if req.progress:  # what was computed, not what was queued: wait for this chunk
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                ms = (time.perf_counter() - req.t_admit) * 1000.0
+                req.handle._progress(PromptProgress(len(req.prompt), start, hi, ms))
         req.t_prefilled = time.perf_counter()
         if not gen_tokens:
             self._finish(req, ("length", None, None))

@@ -39,6 +39,17 @@ class StreamEvent:
     token_ids: list[int]  # ids generated since the previous event (the stop token included)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # per token id, when asked for
     probs: list[TokenLogprob] = field(default_factory=list)
+    progress: "PromptProgress | None" = None  # a prompt-progress event (submit(progress=True)): no text
+
+
+@dataclass
+class PromptProgress:
+    """llama.cpp's prompt_progress: the prompt's tokens, those reused from the cache, those
+    processed so far (the reused ones included) and the ms since prompt processing began."""
+    total: int
+    cache: int
+    processed: int
+    time_ms: float
 
 
 @dataclass
@@ -78,6 +89,11 @@ class RequestHandle:
     def _push(self, text: str, token_ids: list[int], logprobs=(), probs=()) -> None:
         if (text or token_ids) and not self._done.is_set():
             self._events.put(StreamEvent(text, list(token_ids), list(logprobs), list(probs)))
+            self._wake()
+
+    def _progress(self, progress: PromptProgress) -> None:
+        if not self._done.is_set():
+            self._events.put(StreamEvent("", [], progress=progress))
             self._wake()
 
     def _wake(self) -> None:

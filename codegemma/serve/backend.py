@@ -46,6 +46,7 @@ class Delta:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list = field(default_factory=list)  # TokenLogprob per token (raw model distribution)
     probs: list = field(default_factory=list)  # TokenLogprob per token after the sampler chain
+    progress: Any = None  # infer.requests.PromptProgress of a prompt-progress delta (no text then)
 
 
 class Backend:
@@ -161,13 +162,14 @@ class Backend:
         the server's --n-predict if set, as llama-server does)."""
         return self.n_predict if n is None or n < 0 else n
 
-    def start(self, prepared: Prompt, params, guard=None) -> "Generation":
+    def start(self, prepared: Prompt, params, guard=None, progress: bool = False) -> "Generation":
         """Submit one request. `guard` (optional) watches the text as it grows and may end it early
-        (llama.cpp's n_indent): it has feed(text) -> text to send, .stopped, flush() -> rest."""
+        (llama.cpp's n_indent): it has feed(text) -> text to send, .stopped, flush() -> rest.
+        progress: the stream also carries prompt-progress deltas (llama.cpp's return_progress)."""
         from codegemma.infer.requests import QueueFullError
 
         try:
-            handle = self.engine.submit(prepared.ids, params)
+            handle = self.engine.submit(prepared.ids, params, progress=progress)
         except ValueError as exc:  # the engine refuses the prompt (e.g. empty): the client's mistake
             raise APIError(400, f"prompt refused: {exc}", "prompt") from None
         except QueueFullError:
@@ -176,13 +178,13 @@ class Backend:
                            headers={"Retry-After": "1"}) from None
         return Generation(self, handle, prepared, guard)
 
-    def start_all(self, jobs: Sequence[tuple[Prompt, Any]], guard=None) -> list["Generation"]:
+    def start_all(self, jobs: Sequence[tuple[Prompt, Any]], guard=None, progress: bool = False) -> list["Generation"]:
         """Submit several requests (guard: a factory, one guard each); if one is refused, cancel
         those already submitted."""
         gens: list[Generation] = []
         try:
             for prepared, params in jobs:
-                gens.append(self.start(prepared, params, guard() if guard else None))
+                gens.append(self.start(prepared, params, guard() if guard else None, progress))
         except BaseException:
             for g in gens:
                 g.cancel()
@@ -249,14 +251,16 @@ class Generation:
         request; a guard that stops the text cancels it too, and the stream ends there."""
         try:
             async for event in self.handle.aevents():
+                if event.progress is not None:
+                    yield Delta("", progress=event.progress)
+                    continue
                 if self.t_first is None:
                     self.t_first = time.perf_counter()
                 text = event.text
                 if self.guard is not None:
                     text = self.guard.feed(text)
                 self.text += text
-                yield Delta(text, list(event.token_ids), list(getattr(event, "logprobs", None) or ()),
-                            list(getattr(event, "probs", None) or ()))
+                yield Delta(text, list(event.token_ids), list(event.logprobs), list(event.probs))
                 if self.cut_by_guard:
                     self.handle.cancel()
                     break

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    help="seed of llama.cpp-route requests that set none (default: random, as llama-server's)")
     p.add_argument("--no-slots", dest="slots", action="store_false",
                    help="disable GET /slots (per-slot state, as llama.cpp's --no-slots)")
+    p.add_argument("--batch-size", "-b", type=int, default=None, metavar="N",
+                   help="longest prompt chunk computed in one pass (llama-server's --batch-size; default 4096); "
+                        "return_progress reports after each")
     p.add_argument("--no-ui", "--no-webui", dest="ui", action="store_false",
                    help="do not serve the playground page at GET / (404, as llama-server's --no-ui)")
     p.add_argument("--unsafe-no-api-key", action="store_true",
@@ -116,6 +119,8 @@ def _serve(args) -> int:
                           max_connections=args.max_connections, max_per_client=args.max_connections_per_client)
     if args.speculate < 0 or args.cache_reuse < 0:
         raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
     hosts = list(dict.fromkeys(h.strip().strip("[]") for h in args.host.split(",") if h.strip()))
@@ -138,7 +143,8 @@ def _serve(args) -> int:
                            fim_mode=args.fim_mode, decode=args.decode, speculate=args.speculate,
                            cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
                            n_predict=args.n_predict, temperature=args.temp, seed=args.seed,
-                           quantize=args.quantize, group_size=args.group_size)
+                           quantize=args.quantize, group_size=args.group_size,
+                           **({"prefill_chunk": args.batch_size} if args.batch_size else {}))
     if not api_key and exposed:
         logging.getLogger("codegemma.serve").warning(
             "binding to %s without an API key (--unsafe-no-api-key): anyone who can reach this port can use "

@@ -35,7 +35,7 @@ from codegemma.serve import logprobs
 from codegemma.serve.backend import Backend, Generation
 from codegemma.serve.errors import LLAMACPP, APIError
 from codegemma.serve.limits import LlamaSeed
-from codegemma.serve.protocol import (generated_ids, logit_bias, merge, refuse_structured, route, run_all, sse,
+from codegemma.serve.protocol import (generated_ids, logit_bias, merge, prompt_progress, refuse_structured, route, run_all, sse,
                                       stream_response, timings)
 
 MAX_ALTERNATIVES = 8  # n_cmpl
@@ -70,6 +70,7 @@ class LlamaParams(_Strict):
     return_tokens: bool = False
     logit_bias: list | dict | None = None
     ignore_eos: bool = False  # ban the end-of-generation tokens (llama.cpp: logit_bias -inf on each)
+    return_progress: bool = False  # streamed prompt_progress events while the prompt is processed
     samplers: list[str] | None = None
     response_fields: list[str] | None = None
     id_slot: int = -1
@@ -245,7 +246,7 @@ def build_router(backend: Backend) -> APIRouter:
         warm = req.n_predict == 0  # warm-up: put the prompt into the prefix cache, generate nothing
         jobs = [(p, backend.warm_params() if warm else sampling(req, p, j)) for p in prompts for j in range(req.n_cmpl)]
         guard = (lambda: IndentGuard(req.n_indent)) if req.n_indent > 0 and not warm else None
-        gens = backend.start_all(jobs, guard)
+        gens = backend.start_all(jobs, guard, progress=req.stream and req.return_progress)
         if not req.stream:
             await run_all(gens, request)
             results = [final(req, g.prepared, g, i, g.text, whole=g.text, streamed=False)
@@ -258,6 +259,11 @@ def build_router(backend: Backend) -> APIRouter:
             async for _, delta in merge(gens):
                 if delta is None:
                     break
+                if delta.progress is not None:
+                    yield sse({"index": 0, "content": "", "tokens": [], "stop": False, "id_slot": -1,
+                               "tokens_predicted": 0, "tokens_evaluated": len(g.prepared.ids),
+                               "prompt_progress": prompt_progress(delta.progress)})
+                    continue
                 whole += delta.text
                 n += len(delta.token_ids)
                 if not delta.text and not delta.token_ids:

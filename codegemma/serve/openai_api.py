@@ -30,8 +30,8 @@ from codegemma.serve import logprobs
 from codegemma.serve.backend import Backend
 from codegemma.serve.errors import OPENAI, APIError
 from codegemma.serve.limits import Int64Seed
-from codegemma.serve.protocol import (SSE_DONE, finish_reason, logit_bias, merge, refuse_structured, route, run_all,
-                                      sse, stream_response, timings)
+from codegemma.serve.protocol import (SSE_DONE, finish_reason, logit_bias, merge, prompt_progress, refuse_structured,
+                                      route, run_all, sse, stream_response, timings)
 
 MAX_CHOICES = 16  # n * prompts: each is an engine request
 
@@ -70,6 +70,7 @@ class _Sampling(_Strict):
     n_predict: int | None = Field(None, ge=-1)  # llama.cpp extension: wins over max_tokens
     t_max_predict_ms: int = Field(0, ge=0)  # llama.cpp extension
     verbose: bool = False  # llama.cpp extension: "__verbose" holds the prompt as the model saw it
+    return_progress: bool = False  # llama.cpp extension: streamed prompt_progress chunks
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
     seed: Int64Seed | None = None
@@ -80,6 +81,10 @@ class _Sampling(_Strict):
     response_format: dict[str, Any] | None = None
     json_schema: Any = None
     grammar: str | None = None
+
+    def progress(self) -> bool:
+        """return_progress applies to streams only (as in llama.cpp)."""
+        return bool(self.stream) and self.return_progress
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -232,7 +237,7 @@ def build_router(backend: Backend) -> APIRouter:
             prepared.append(await asyncio.to_thread(job, max_new_tokens=limit))
         echoes = [p if isinstance(p, str) else backend.tokenizer.decode(p) for p in prompts]
         gens = backend.start_all([(pp, sampling(req, pp, j, max(n_lp, 1) if req.logprobs is not None else 0, warm))
-                                  for pp in prepared for j in range(req.n)])
+                                  for pp in prepared for j in range(req.n)], progress=req.progress())
         cid, created = new_id("cmpl"), int(time.time())
 
         def base(choices):
@@ -260,7 +265,9 @@ def build_router(backend: Backend) -> APIRouter:
                 for i in range(len(gens)):
                     yield sse(base([{"index": i, "text": echoes[i // req.n], "logprobs": None, "finish_reason": None}]))
             async for i, delta in merge(gens):
-                if delta is None:
+                if delta is not None and delta.progress is not None:
+                    yield sse({**base([]), "prompt_progress": prompt_progress(delta.progress)})
+                elif delta is None:
                     yield sse(base([{"index": i, "text": "", "logprobs": None,
                                      "finish_reason": finish_reason(gens[i].completion)}]))
                 elif delta.text or (req.logprobs is not None and token_items(delta.logprobs)):
@@ -282,7 +289,7 @@ def build_router(backend: Backend) -> APIRouter:
                                            **req.template_options())
         model = req.model or backend.model_name
         gens = backend.start_all([(prepared, sampling(req, prepared, j, max(n_lp, 1) if req.logprobs else 0, warm))
-                                  for j in range(req.n)])
+                                  for j in range(req.n)], progress=req.progress())
         cid, created = new_id("chatcmpl"), int(time.time())
 
         def lp(items):
@@ -308,7 +315,9 @@ def build_router(backend: Backend) -> APIRouter:
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": None}, "logprobs": None,
                               "finish_reason": None}])
             async for i, delta in merge(gens):
-                if delta is None:
+                if delta is not None and delta.progress is not None:
+                    yield chunk([], prompt_progress=prompt_progress(delta.progress))
+                elif delta is None:
                     yield chunk([{"index": i, "delta": {}, "logprobs": None,
                                   "finish_reason": finish_reason(gens[i].completion)}])
                 elif delta.text or (req.logprobs and token_items(delta.logprobs)):

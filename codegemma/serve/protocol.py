@@ -168,6 +168,11 @@ def generated_ids(c) -> list[int]:
     return ids[:-1] if ids and c.stop_token_id is not None and ids[-1] == c.stop_token_id else ids
 
 
+def prompt_progress(p) -> dict:
+    """llama.cpp's `prompt_progress` object (return_progress) from an engine PromptProgress."""
+    return {"total": p.total, "cache": p.cache, "processed": p.processed, "time_ms": p.time_ms}
+
+
 def timings(g: Generation | None, prompt_n: int, cache_n: int, predicted_n: int) -> dict:
     """llama.cpp's timings object (also sent by its OpenAI routes). predicted_ms runs from the first
     token (which comes with the prompt's logits) to the end, so the rate is over predicted_n - 1
@@ -236,4 +241,4 @@ def logit_bias(value: Any, tokenizer, field: str = "logit_bias", ban: Iterable[i
 
 
 __all__ = ["route", "openapi_document", "run_all", "merge", "sse", "SSE_DONE", "ndjson", "stream_response",
-           "finish_reason", "generated_ids", "timings", "refuse_structured", "logit_bias"]
+           "finish_reason", "generated_ids", "timings", "prompt_progress", "refuse_structured", "logit_bias"]

@@ -3,6 +3,7 @@ shifted chunks and repeated requests draft from the previous completion; /metric
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -21,7 +22,7 @@ def _counter(text: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def reuse_server(tmp_path_factory, model_dir):
     s = _start(tmp_path_factory, model_dir, "reuse", "--max-slots", "1", "--speculate", "6", "--cache-reuse", "8",
-               "--no-ui")
+               "--no-ui", "--batch-size", "32")
     yield s
     s.stop()
 
@@ -60,6 +61,39 @@ def test_no_ui_turns_the_page_off_and_nothing_else(reuse_server):
         assert c.post("/infill", json={"input_prefix": "x = ", "input_suffix": "", "n_predict": 2}).status_code == 200
 
 
+def _progress_events(c, path, body) -> list[dict]:
+    with c.stream("POST", path, json={**body, "stream": True, "return_progress": True}) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert any(e.get("content") or e.get("choices") for e in events)  # the completion itself still streams
+    return [e["prompt_progress"] for e in events if "prompt_progress" in e]
+
+
+def test_return_progress_reports_each_prompt_chunk(reuse_server):
+    """llama.cpp's return_progress: one report as prompt processing starts (cache == processed), one
+    after each --batch-size chunk (processed grows, time_ms too), the last at processed == total."""
+    prompt = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(12))
+    body = {"prompt": prompt, "n_predict": 2, "temperature": 0}
+    with httpx.Client(base_url=reuse_server.url, timeout=120) as c:
+        for round_ in range(2):  # the second time, the prompt is cached
+            reports = _progress_events(c, "/completion", body)
+            first, last = reports[0], reports[-1]
+            assert first["cache"] == first["processed"] and last["processed"] == last["total"]
+            assert all(p["total"] == first["total"] and p["cache"] == first["cache"] for p in reports)
+            assert all(b["processed"] > a["processed"] and b["time_ms"] >= a["time_ms"]
+                       for a, b in zip(reports, reports[1:]))
+            assert len(reports) == 1 + -(-(last["total"] - first["cache"]) // 32)
+            # first: at most <bos> shared with an earlier request; again: all but the last token reused
+            assert first["cache"] <= 1 if round_ == 0 else first["cache"] == first["total"] - 1
+        assert first["total"] > 64  # several chunks of 32 the first time
+        chat = _progress_events(c, "/v1/chat/completions",
+                                {"messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
+        assert chat and chat[-1]["processed"] == chat[-1]["total"]
+        plain = c.post("/completion", json={**body, "stream": True}).text  # not asked: none sent
+        assert "prompt_progress" not in plain
+
+
 def test_bad_flag_values_are_one_line(model_dir):
-    r = run_serve("--model", str(model_dir), "--speculate", "-1")
-    assert r.returncode == 2 and "--speculate" in r.stderr and "Traceback" not in r.stderr
+    for flag, value in (("--speculate", "-1"), ("--batch-size", "0")):
+        r = run_serve("--model", str(model_dir), flag, value)
+        assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr
