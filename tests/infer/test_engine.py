@@ -101,6 +101,22 @@ def test_streamed_deltas_concatenate_to_the_final_text(make_engine, P):
     assert [t for e in events for t in e.token_ids] == c.token_ids
 
 
+def test_prompt_progress_events_come_before_the_text_and_change_nothing(make_engine, P):
+    engine = make_engine(prefill_chunk=4)
+    params = SamplingParams(max_new_tokens=6)
+    plain = engine.submit(P[1], params).result()
+    engine2 = make_engine(prefill_chunk=4)
+    h = engine2.submit(P[1], params, progress=True)
+    events = list(h.events())
+    reports = [e.progress for e in events if e.progress is not None]
+    assert [(p.total, p.cache, p.processed) for p in reports] == \
+        [(len(P[1]), 0, n) for n in [0, *range(4, len(P[1]), 4), len(P[1])]]
+    first_text = next(i for i, e in enumerate(events) if e.token_ids)
+    assert all(e.progress is not None for e in events[:first_text])
+    assert all(e.progress is None for e in events[first_text:])
+    assert h.result().token_ids == plain.token_ids  # the same output with or without reports
+
+
 def test_async_events(make_engine, P):
     import asyncio
 
