@@ -120,7 +120,9 @@ class CodeGemma:
     # ---- chat (instruction-tuned models) -----------------------------------------------------
     def chat(self, messages: Sequence[Mapping[str, str]] | str, stream: bool = False,
              max_new_tokens: int = 128, **sampling):
-        """One model turn for a conversation [{"role": "user"|"assistant"|"system", "content": ...}]."""
+        """One model turn for a conversation [{"role": "user"|"assistant"|"system", "content": ...}];
+        a conversation that ends with an assistant message is continued from it (its text is not
+        repeated in the answer)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         prompt = self.prompts.chat(messages, max_new_tokens=max_new_tokens)
