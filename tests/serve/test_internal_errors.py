@@ -26,7 +26,7 @@ class FailingEngine:
     def __init__(self):
         self.mode = "raise"
 
-    def submit(self, ids, params):
+    def submit(self, ids, params, progress=False):
         if self.mode == "raise":
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         handle = RequestHandle(0, lambda h: None)
