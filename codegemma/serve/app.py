@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from typing import Sequence
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -162,8 +163,9 @@ def create_app(backend: Backend, api_key: str | None = None, close_engine: bool 
 
 
 def load_backend(model_dir: str, *, device: str | None = None, decode: str | None = None, max_slots: int = 4,
-                 model_name: str | None = None, fim_mode: str = "psm", n_predict: int | None = None,
-                 temperature: float | None = None, seed: int | None = None, **load_options) -> Backend:
+                 aliases: Sequence[str] = (), tags: Sequence[str] = (), fim_mode: str = "psm",
+                 n_predict: int | None = None, temperature: float | None = None, seed: int | None = None,
+                 **load_options) -> Backend:
     """Load weights + tokenizer and start the engine (torch is imported here, not at CLI start).
     `load_options` go to codegemma.load (dtype, max_seq_len, quantize, group_size, allow_nonfinite) and
     through it to the Engine (max_queue, speculate, cache_reuse); the rest are the server's own."""
@@ -179,9 +181,10 @@ def load_backend(model_dir: str, *, device: str | None = None, decode: str | Non
     # the first request, with a progress bar (a no-op on CPU): no keystroke waits for a compile.
     cg = load(model_dir, device=device, decode=decode, max_slots=max_slots, warmup=True, progress=True,
               **load_options)
-    name = model_name or Path(model_dir).resolve().name
+    # the id is the first alias in alphabetical order, as llama-server's (its aliases are a std::set)
+    name = min(aliases) if aliases else Path(model_dir).resolve().name
     return Backend(cg.engine, cg.tokenizer, name, config=cg.config, model_dir=str(model_dir), fim_mode=fim_mode,
-                   n_predict=n_predict, temperature=temperature, seed=seed)
+                   n_predict=n_predict, temperature=temperature, seed=seed, aliases=aliases, tags=tags)
 
 
 def run_server(backend: Backend, sockets: list, api_key: str | None, log_level: str = "info",

@@ -54,8 +54,10 @@ class Backend:
 
     def __init__(self, engine, tokenizer, model_name: str, config=None, model_dir: str | None = None,
                  fim_mode: str = "psm", n_predict: int | None = None, temperature: float | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, aliases: Sequence[str] = (), tags: Sequence[str] = ()):
         self.engine = engine
+        # llama-server's --alias and --tags, listed by /v1/models (any model name is accepted anyway)
+        self.aliases, self.tags = sorted(aliases) or [model_name], sorted(tags)
         # llama-server's --temp and --seed: the defaults of llama.cpp-route requests that set none
         self.default_temperature = temperature
         self.default_seed = seed

@@ -59,8 +59,11 @@ def register(subparsers) -> None:
     from codegemma.commands import add_quantize_args
 
     add_quantize_args(p)
-    p.add_argument("--model-name", default=None,
-                   help="name reported by /v1/models and /api/tags (default: the directory name)")
+    p.add_argument("--model-name", "--alias", "-a", default=None, metavar="NAME[,NAME...]",
+                   help="name reported by /v1/models and /api/tags (default: the directory name); several, "
+                        "comma-separated, are llama-server's aliases: the id is the first in alphabetical order")
+    p.add_argument("--tags", default=None, metavar="TAG[,TAG...]",
+                   help="informational tags listed by /v1/models (llama-server's --tags)")
     p.add_argument("--fim-mode", default="psm", choices=MODES,
                    help="order of infill prompts: psm (default, CodeGemma's) or spm (suffix first; "
                         "codegemma-nano scores better with it)")
@@ -121,6 +124,7 @@ def _serve(args) -> int:
         raise UserError("--speculate and --cache-reuse take N >= 0 (0 = off)")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
+    aliases, tags = _names(args.model_name, "--model-name (--alias)"), _names(args.tags, "--tags")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1..65535)")
     hosts = list(dict.fromkeys(h.strip().strip("[]") for h in args.host.split(",") if h.strip()))
@@ -139,7 +143,8 @@ def _serve(args) -> int:
     from codegemma.serve.app import load_backend, run_server
 
     backend = load_backend(model, device=args.device, dtype=args.dtype, max_slots=args.max_slots,
-                           max_queue=args.max_queue, max_seq_len=args.max_seq_len, model_name=args.model_name,
+                           max_queue=args.max_queue, max_seq_len=args.max_seq_len,
+                           aliases=aliases, tags=tags,
                            fim_mode=args.fim_mode, decode=args.decode, speculate=args.speculate,
                            cache_reuse=args.cache_reuse, allow_nonfinite=args.allow_nonfinite,
                            n_predict=args.n_predict, temperature=args.temp, seed=args.seed,
@@ -152,6 +157,18 @@ def _serve(args) -> int:
     run_server(backend, sockets, api_key, log_level=args.log_level, cors_origins=args.cors_origins,
                slots=args.slots, ui=args.ui, limits=limits)
     return 0
+
+
+def _names(value: str | None, flag: str) -> list[str]:
+    """A comma list as names (llama-server's --alias and --tags); none for None."""
+    from codegemma.cli import UserError
+
+    if value is None:
+        return []
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        raise UserError(f"{flag} needs at least one name")
+    return names
 
 
 def _bind(hosts: list[str], port: int) -> list:

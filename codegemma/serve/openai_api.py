@@ -330,7 +330,7 @@ def build_router(backend: Backend) -> APIRouter:
 
     def model_card(model_id: str) -> dict:
         return {"id": model_id, "object": "model", "created": backend.created, "owned_by": "codegemma",
-                "meta": {"n_ctx_train": getattr(backend.config, "max_position_embeddings", backend.n_ctx),
+                "aliases": backend.aliases, "tags": backend.tags, "meta": {"n_ctx_train": getattr(backend.config, "max_position_embeddings", backend.n_ctx),
                          "n_vocab": backend.tokenizer.vocab_size, "n_ctx": backend.n_ctx}}
 
     @route(router, "GET", ["/v1/models", "/models"])

@@ -22,7 +22,7 @@ def _counter(text: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def reuse_server(tmp_path_factory, model_dir):
     s = _start(tmp_path_factory, model_dir, "reuse", "--max-slots", "1", "--speculate", "6", "--cache-reuse", "8",
-               "--no-ui", "--batch-size", "32")
+               "--no-ui", "--batch-size", "32", "--alias", "codegemma-debug,fim,code", "--tags", "small,fim")
     yield s
     s.stop()
 
@@ -93,7 +93,16 @@ def test_return_progress_reports_each_prompt_chunk(reuse_server):
         assert "prompt_progress" not in plain
 
 
+def test_aliases_and_tags_as_llama_server_lists_them(reuse_server):
+    with httpx.Client(base_url=reuse_server.url, timeout=60) as c:
+        card = c.get("/v1/models").json()["data"][0]
+        assert card["id"] == "code"  # the first alias in alphabetical order, as llama-server's
+        assert card["aliases"] == ["code", "codegemma-debug", "fim"] and card["tags"] == ["fim", "small"]
+        r = c.post("/v1/completions", json={"model": "fim", "prompt": "x = ", "max_tokens": 1})
+        assert r.status_code == 200 and r.json()["model"] == "fim"
+
+
 def test_bad_flag_values_are_one_line(model_dir):
-    for flag, value in (("--speculate", "-1"), ("--batch-size", "0")):
+    for flag, value in (("--speculate", "-1"), ("--batch-size", "0"), ("--alias", " , ")):
         r = run_serve("--model", str(model_dir), flag, value)
         assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr
