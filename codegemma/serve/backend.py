@@ -33,7 +33,7 @@ from codegemma.serve.metrics import ServerMetrics
 
 log = logging.getLogger("codegemma.serve")
 
-# SamplingParams fields a request sets only when it asks for them (their defaults mean "off").
+
 class ClientGone(Exception):
     """The HTTP client disconnected; its generation was cancelled."""
 

@@ -35,8 +35,8 @@ from codegemma.serve import logprobs
 from codegemma.serve.backend import Backend, Generation
 from codegemma.serve.errors import LLAMACPP, APIError
 from codegemma.serve.limits import LlamaSeed
-from codegemma.serve.protocol import (generated_ids, logit_bias, merge, prompt_progress, refuse_structured, route, run_all, sse,
-                                      stream_response, timings)
+from codegemma.serve.protocol import (generated_ids, logit_bias, merge, prompt_progress, refuse_structured, route,
+                                      run_all, sse, stream_response, timings)
 
 MAX_ALTERNATIVES = 8  # n_cmpl
 MAX_PROMPTS = 16  # prompts in one /completion request
